@@ -1,0 +1,249 @@
+"""`qmedsam bench`: speed and memory, every number measured in the same run on this machine.
+
+1. Encoder/decoder latency (median of --repeats) for the torch reference and every catalogue model.
+2. A new box on an already-encoded image: the interactive path (cache hit + decoder + post-processing).
+3. Per-case wall time: the engine against the official pipeline semantics in torch (no embedding sharing),
+   on the same cases, with the agreement (Dice) of their masks.
+4. Peak memory (RSS) for 241 boxes on a 1920x2560 image, measured in a fresh child process.
+The torch parts need the training extras (torch, opencv); without them they are skipped and said so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import QMedSAMError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
+DEFAULT_CASES = ["2DBox_CT_sammed2d-amos000475", "2DBox_US_hc18-000", "2DBox_Dermoscopy_ham10000-ISIC0024311",
+                 "2DBox_XRay_covidseg-ARDSSevere", "2DBox_Microscope_dsb2018-stardist",
+                 "3DBox_MR_pyradiomics-brain1", "3DBox_MR_totalseg-examplemr"]
+
+
+def _median_ms(function, repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def machine_info(threads: int) -> dict:
+    cpu = platform.processor() or "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags"))
+        isa = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f" {f}" in flags]
+    except (OSError, StopIteration):
+        isa = []
+    from importlib import metadata
+
+    versions = {}
+    for name in ("openvino", "torch", "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "isa": isa, "logical_cpus": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "versions": versions}
+
+
+def _torch_side():
+    """training.bench_torch when torch, opencv and the training package are importable, else None."""
+    try:
+        return importlib.import_module("training.bench_torch")
+    except ImportError:
+        return None
+
+
+def latency_rows(threads: int, repeats: int, with_torch: bool) -> list[dict]:
+    from .catalogue import load_catalogue
+    from .runtime import CompiledPair
+
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 3, 256, 256), dtype=np.float32)
+    boxes = np.array([[20 + 8 * i, 30 + 5 * i, 120 + 6 * i, 150 + 4 * i] for i in range(16)], np.float32)
+    rows = []
+    if with_torch:
+        rows.append(_torch_side().latency_row(threads, image, boxes, _median_ms, repeats))
+    for entry in load_catalogue():
+        pair = CompiledPair(entry, threads=threads)
+        embedding = pair.encode(image)
+        rows.append({"model": entry.name,
+                     "encoder_ms": _median_ms(lambda pair=pair: pair.encode(image), repeats),
+                     "decoder_1_ms": _median_ms(lambda pair=pair, e=embedding: pair.decode(e, boxes[:1]), repeats),
+                     "decoder_16_ms": _median_ms(lambda pair=pair, e=embedding: pair.decode(e, boxes),
+                                                 max(3, repeats // 3))})
+    return rows
+
+
+def cached_box_ms(data_dir: Path, threads: int, repeats: int) -> dict:
+    """Interactive path: the image is already encoded; the user draws one more box."""
+    from .engine import Segmenter
+    from .npz_io import load_npz_case
+
+    case = load_npz_case(data_dir / "imgs" / "2DBox_CT_sammed2d-amos000475.npz")
+    segmenter = Segmenter(None, threads=threads)
+    segmenter.segment_2d(case.image, case.boxes[:1])
+    runs_before = segmenter.stats.encoder_runs
+    box = case.boxes[1:2]
+    ms = _median_ms(lambda: segmenter.segment_2d(case.image, box), repeats)
+    if segmenter.stats.encoder_runs != runs_before:
+        raise RuntimeError("the cached-slice benchmark re-ran the encoder")
+    return {"case": case.name, "image": list(case.image.shape), "new_box_on_cached_slice_ms": ms}
+
+
+def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool) -> list[dict]:
+    from .engine import EmbeddingCache, Segmenter
+    from .npz_io import load_npz_case
+
+    segmenter = Segmenter(None, threads=threads)
+    reference = _torch_side().official_pipeline(threads) if with_torch else None
+    rows = []
+    for name in cases:
+        case = load_npz_case(data_dir / "imgs" / f"{name}.npz")
+        segmenter.cache = EmbeddingCache(512)  # each case starts cold, as a fresh file would
+        runs_before = segmenter.stats.encoder_runs
+        start = time.perf_counter()
+        ours = segmenter.segment_2d(case.image, case.boxes) if case.kind == "2D" else \
+            segmenter.segment_3d(case.image, case.boxes)
+        row = {"case": name, "kind": case.kind, "boxes": len(case.boxes),
+               "engine_s": time.perf_counter() - start,
+               "engine_encoder_runs": segmenter.stats.encoder_runs - runs_before}
+        if reference is not None:
+            reference.encoder_runs = 0
+            start = time.perf_counter()
+            theirs = reference.segment_case(case.kind, case.image, case.boxes)
+            row.update(torch_s=time.perf_counter() - start, torch_encoder_runs=reference.encoder_runs)
+            row["speedup"] = row["torch_s"] / row["engine_s"]
+            row["agreement_dice"] = _mean_label_dice(ours, theirs)
+        rows.append(row)
+        print(f"  {name}: engine {row['engine_s']:.2f} s" +
+              (f", torch {row['torch_s']:.2f} s, x{row['speedup']:.1f}" if "torch_s" in row else ""),
+              file=sys.stderr)
+    return rows
+
+
+def _mean_label_dice(a: np.ndarray, b: np.ndarray) -> float:
+    scores = []
+    for label in np.union1d(np.unique(a), np.unique(b)):
+        if label == 0:
+            continue
+        x, y = a == label, b == label
+        scores.append(2 * np.logical_and(x, y).sum() / max(1, x.sum() + y.sum()))
+    return float(np.mean(scores)) if scores else 1.0
+
+
+def many_boxes_probe(data_dir: str, threads: int, boxes_wanted: int = 241) -> None:
+    """Child process: 241 real nucleus boxes on a 1920x2560 image tiled from the microscopy case."""
+    import resource
+
+    from .engine import Segmenter
+    from .npz_io import load_npz_case
+
+    case = load_npz_case(Path(data_dir) / "imgs" / "2DBox_Microscope_dsb2018-stardist.npz")
+    tile_h, tile_w = case.image.shape[:2]
+    image = np.tile(case.image, (4, 5, 1))[:1920, :2560]
+    boxes = [box + [tx * tile_w, ty * tile_h, tx * tile_w, ty * tile_h]
+             for ty in range(4) for tx in range(5) for box in case.boxes
+             if (box[3] + ty * tile_h) < 1920]
+    boxes = np.array(boxes[:boxes_wanted])
+    segmenter = Segmenter(None, threads=threads)
+    rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    start = time.perf_counter()
+    labels = segmenter.segment_2d(image, boxes)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"image": list(image.shape), "boxes": len(boxes), "labels_found": int(len(np.unique(labels)) - 1),
+                      "block_size": segmenter.block_size, "seconds": seconds,
+                      "peak_rss_mb_after_model_load": rss_model, "peak_rss_mb": peak}))
+
+
+def memory_row(data_dir: Path, threads: int) -> dict:
+    code = f"from qmedsam.bench import many_boxes_probe; many_boxes_probe({str(data_dir)!r}, {threads})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def format_report(report: dict) -> str:
+    lines = [f"machine: {report['machine']['cpu']} ({', '.join(report['machine']['isa'])}), "
+             f"{report['machine']['threads']} threads; " +
+             ", ".join(f"{k} {v}" for k, v in report["machine"]["versions"].items()), ""]
+    lines += ["| model | encoder ms | decoder 1 box ms | decoder 16 boxes ms |", "|---|---:|---:|---:|"]
+    for row in report["latency"]:
+        lines.append(f"| {row['model']} | {row['encoder_ms']:.0f} | {row['decoder_1_ms']:.1f} | "
+                     f"{row['decoder_16_ms']:.0f} |")
+    if report.get("cached_box"):
+        c = report["cached_box"]
+        lines += ["", f"new box on an already-encoded image ({c['case']}, {c['image'][1]}x{c['image'][0]}): "
+                      f"{c['new_box_on_cached_slice_ms']:.0f} ms (median, incl. pre/post-processing)"]
+    if report.get("cases"):
+        lines += ["", "| case | boxes | torch official s | engine s | speed-up | encoder runs torch/engine |"
+                      " mask agreement (Dice) |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for row in report["cases"]:
+            lines.append(f"| {row['case']} | {row['boxes']} | {row.get('torch_s', float('nan')):.2f} | "
+                         f"{row['engine_s']:.2f} | {row.get('speedup', float('nan')):.1f}x | "
+                         f"{row.get('torch_encoder_runs', '-')}/{row['engine_encoder_runs']} | "
+                         f"{row.get('agreement_dice', float('nan')):.4f} |")
+    if report.get("memory"):
+        m = report["memory"]
+        lines += ["", f"{m['boxes']} boxes on {m['image'][1]}x{m['image'][0]}: {m['seconds']:.1f} s, "
+                      f"peak RSS {m['peak_rss_mb']:.0f} MB (after model load {m['peak_rss_mb_after_model_load']:.0f}"
+                      f" MB), decoder block {m['block_size']} boxes"]
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    data_dir = Path(args.data)
+    if not (data_dir / "imgs").is_dir():
+        raise QMedSAMError(f"No challenge data at {data_dir} (expected imgs/*.npz); pass --data DIR.")
+    with_torch = not args.skip_torch and _torch_side() is not None
+    if not with_torch:
+        print("torch/opencv/training not importable (or --skip-torch): torch rows skipped", file=sys.stderr)
+    report = {"machine": machine_info(args.threads)}
+    print("latency...", file=sys.stderr)
+    report["latency"] = latency_rows(args.threads, args.repeats, with_torch)
+    report["cached_box"] = cached_box_ms(data_dir, args.threads, args.repeats)
+    if not args.skip_cases:
+        print("cases...", file=sys.stderr)
+        report["cases"] = case_rows(data_dir, args.cases or DEFAULT_CASES, args.threads, with_torch)
+    if not args.skip_memory:
+        print("memory...", file=sys.stderr)
+        report["memory"] = memory_row(data_dir, args.threads)
+    text = format_report(report)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def add_subcommand(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="latency, per-case speed against torch, and peak memory")
+    bench.add_argument("--data", default=str(DEFAULT_DATA), help="challenge data folder with imgs/ (and gts/)")
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--repeats", type=int, default=12)
+    bench.add_argument("--cases", nargs="*", default=None, help="case names (default: a mix of 2D and 3D)")
+    bench.add_argument("--skip-torch", action="store_true")
+    bench.add_argument("--skip-cases", action="store_true")
+    bench.add_argument("--skip-memory", action="store_true")
+    bench.add_argument("--json", default=None, help="also write the report as JSON here")
+    bench.set_defaults(func=run)

@@ -1,0 +1,214 @@
+"""`qmedsam` command line: segment, evaluate, bench, models.
+
+Every user error is a QMedSAMError: printed as one line, exit code 2, nothing written. All inputs are
+read and checked, and all output paths claimed, before the first output is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import QMedSAMError
+
+VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+
+
+def _is_volume(path: Path) -> bool:
+    return path.name.lower().endswith(VOLUME_SUFFIXES)
+
+
+def _volume_stem(path: Path) -> str:
+    name = path.name
+    for suffix in sorted(VOLUME_SUFFIXES, key=len, reverse=True):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+@dataclass
+class _Job:
+    """One input and where its result goes."""
+
+    source: Path
+    output: Path
+    boxes_json: Path | None = None
+
+
+def _plan_jobs(inputs: list[str], outdir: Path, boxes: str | None) -> list[_Job]:
+    from .npz_io import find_npz_inputs
+
+    volume_paths = [Path(p) for p in inputs if _is_volume(Path(p))]
+    other = [p for p in inputs if not _is_volume(Path(p))]
+    jobs = [_Job(path, outdir / path.name) for path in (find_npz_inputs(other) if other else [])]
+    if boxes is not None and len(volume_paths) != 1:
+        raise QMedSAMError("--boxes goes with exactly one NIfTI/NRRD/MHA volume; for several volumes put "
+                           "<volume name>.boxes.json beside each volume instead.")
+    for path in volume_paths:
+        if not path.is_file():
+            raise QMedSAMError(f"Input volume {path} does not exist or is not a file.")
+        box_file = Path(boxes) if boxes else path.with_name(_volume_stem(path) + ".boxes.json")
+        if not box_file.is_file():
+            raise QMedSAMError(f"No boxes for volume {path}: expected {box_file}. Give the boxes as JSON with "
+                               "--boxes FILE (format: see `qmedsam segment --help`).")
+        jobs.append(_Job(path, outdir / (_volume_stem(path) + "_labels.nii.gz"), box_file))
+    if not jobs:
+        raise QMedSAMError("No input given: name challenge .npz files or folders, or NIfTI/NRRD/MHA volumes.")
+    seen = {}
+    for job in jobs:
+        if job.output in seen:
+            raise QMedSAMError(f"{job.source} and {seen[job.output]} would both write {job.output}; "
+                               "rename one of them.")
+        seen[job.output] = job.source
+    return jobs
+
+
+def _load_job(job: _Job, window):
+    """Read and validate one input: (kind, uint8 image, boxes, reference image or None)."""
+    if job.boxes_json is None:
+        from .npz_io import load_npz_case
+
+        case = load_npz_case(job.source)
+        return case.kind, case.image, case.boxes, None
+    from .validation import validate_volume
+    from .volume_io import read_boxes_json, read_volume, to_uint8, volume_array
+
+    image = read_volume(job.source)
+    volume = to_uint8(validate_volume(volume_array(image)), window=window)
+    return "3D", volume, read_boxes_json(job.boxes_json, image), image
+
+
+def _parse_window(text: str | None):
+    if text is None:
+        return None
+    try:
+        level, width = (float(v) for v in text.split(","))
+    except ValueError:
+        raise QMedSAMError(f"--window takes LEVEL,WIDTH (e.g. 40,400 for soft-tissue CT), got {text!r}.") from None
+    if width <= 0:
+        raise QMedSAMError(f"--window width must be positive, got {width}.")
+    return level, width
+
+
+def run_segment(args) -> int:
+    from tqdm import tqdm
+
+    from .atomic import check_writable_target
+    from .engine import Segmenter
+    from .npz_io import save_segs_npz
+    from .volume_io import write_label_image
+
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise QMedSAMError(f"Output folder {outdir} exists and is not a folder.")
+    window = _parse_window(args.window)
+    jobs = _plan_jobs(args.inputs, outdir, args.boxes)
+    for job in jobs:  # read and check every input before anything is written
+        _load_job(job, window)
+    _make_folder(outdir)
+    for job in jobs:
+        check_writable_target(job.output, args.overwrite)
+    segmenter = Segmenter(args.model, threads=args.threads, cache_mb=args.cache_mb)
+    for job in tqdm(jobs, desc="cases", unit="case", disable=len(jobs) == 1 or args.quiet):
+        kind, image, boxes, reference = _load_job(job, window)
+        with tqdm(total=0, desc=job.source.name, unit="slice", leave=False, disable=args.quiet) as bar:
+            def progress(done, total, bar=bar):
+                bar.total = total
+                bar.update(done - bar.n)
+
+            labels = (segmenter.segment_2d(image, boxes) if kind == "2D"
+                      else segmenter.segment_3d(image, boxes, progress=progress))
+        if reference is None:
+            save_segs_npz(job.output, labels, overwrite=args.overwrite)
+        else:
+            write_label_image(job.output, labels, reference, overwrite=args.overwrite)
+        if args.overlay:
+            from .overlay import write_overlay_png
+
+            write_overlay_png(job.output.with_name(job.output.name.split(".")[0] + "_overlay.png"),
+                              image, labels, overwrite=args.overwrite)
+        if not args.quiet:
+            tqdm.write(f"{job.source.name}: {len(boxes)} box(es) -> {job.output}")
+    return 0
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise QMedSAMError(f"Cannot create output folder {folder} ({error.strerror}); choose another -o.") from None
+
+
+def run_models(args) -> int:
+    from .catalogue import load_catalogue
+
+    entries = load_catalogue(Path(args.models_dir) if args.models_dir else None)
+    if args.json:
+        print(json.dumps([e.record for e in entries], indent=2))
+        return 0
+    print(f"{'name':32} {'precision':14} {'calibration':12} default")
+    for entry in entries:
+        print(f"{entry.name:32} {entry.precision:14} {entry.calibration:12} {'yes' if entry.default else ''}")
+    return 0
+
+
+BOXES_HELP = """Volume boxes are JSON: {"coordinates": "voxel" | "physical", "boxes": [{"min": [x, y, z],
+"max": [x, y, z], "name": "liver"}]}; physical coordinates are LPS millimetres (ITK/SimpleITK)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__, evaluate
+
+    parser = argparse.ArgumentParser(prog="qmedsam", description="LiteMedSAM box-prompt segmentation on a CPU.")
+    parser.add_argument("--version", action="version", version=f"qmedsam {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    segment = commands.add_parser("segment", help="segment challenge .npz files/folders or NIfTI/NRRD/MHA volumes",
+                                  epilog=BOXES_HELP)
+    segment.add_argument("inputs", nargs="+", metavar="INPUT")
+    segment.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    segment.add_argument("--model", default=None, help="catalogue name (default: the catalogue's default)")
+    segment.add_argument("--threads", type=int, default=None, help="CPU threads for OpenVINO (default: all)")
+    segment.add_argument("--boxes", default=None, help="boxes JSON for a single volume input")
+    segment.add_argument("--window", default=None, metavar="LEVEL,WIDTH",
+                         help="intensity window for non-uint8 volumes, e.g. 40,400 for CT (default: "
+                              "0.5-99.5 percentiles of non-zero voxels)")
+    segment.add_argument("--overlay", action="store_true", help="also write a PNG overlay per input")
+    segment.add_argument("--cache-mb", type=float, default=512.0, help="embedding cache size")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment.add_argument("-q", "--quiet", action="store_true")
+    segment.set_defaults(func=run_segment)
+
+    models = commands.add_parser("models", help="list the model catalogue")
+    models.add_argument("--models-dir", default=None)
+    models.add_argument("--json", action="store_true")
+    models.set_defaults(func=run_models)
+
+    evaluate.add_subcommand(commands)
+    try:
+        from . import bench
+    except ImportError:
+        pass
+    else:
+        bench.add_subcommand(commands)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except QMedSAMError as error:
+        print(f"qmedsam: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qmedsam: interrupted; outputs written so far are complete, none is partial.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

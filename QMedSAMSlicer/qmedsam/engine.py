@@ -1,0 +1,237 @@
+"""The segmentation engine: box prompts in, label images out, with the official LiteMedSAM semantics.
+
+What it adds to the official pipeline, without changing a single mask:
+- every slice is encoded once, whatever the number of boxes that cover it (content-keyed LRU cache);
+- boxes on a slice are decoded together, in blocks sized from a memory budget;
+- only the region around each mask is resized back to full resolution.
+Overlaps follow the challenge rule: a later box overwrites an earlier one (higher label wins).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .catalogue import ModelEntry, find_model
+from .errors import QMedSAMError
+from .postprocess import MaskResizer
+from .preprocess import box_from_mask_in_model_space, boxes_to_model_space, resized_shape, to_model_input
+from .runtime import CompiledPair
+from .validation import validate_boxes_2d, validate_boxes_3d, validate_image_2d, validate_volume
+
+EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
+# Peak working memory of the FP32 decoder per box in a batch, measured with
+# `qmedsam bench --decoder-memory` (RSS growth per added box, rounded up).
+DECODER_MB_PER_BOX = 24.0
+
+Progress = Callable[[int, int], None]  # (steps done, steps in all)
+
+
+class Cancelled(QMedSAMError):
+    """The caller's cancel callback asked to stop; nothing was written."""
+
+
+@dataclass
+class EngineStats:
+    encoder_runs: int = 0
+    cache_hits: int = 0
+    decoder_calls: int = 0
+    boxes_decoded: int = 0
+
+
+class EmbeddingCache:
+    """Image embeddings keyed by the image's content, least recently used evicted beyond `max_mb`.
+
+    Keyed by the raw pixels (not the model input) so that a hit skips pre-processing as well.
+    """
+
+    def __init__(self, max_mb: float):
+        self.capacity = max(0, int(max_mb // EMBEDDING_MB))
+        self._entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
+
+    @staticmethod
+    def key(image: np.ndarray) -> bytes:
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{image.shape}{image.dtype.str}".encode())
+        digest.update(np.ascontiguousarray(image).data)
+        return digest.digest()
+
+    def get(self, key: bytes) -> np.ndarray | None:
+        found = self._entries.get(key)
+        if found is not None:
+            self._entries.move_to_end(key)
+        return found
+
+    def put(self, key: bytes, embedding: np.ndarray) -> None:
+        if self.capacity == 0:
+            return
+        self._entries[key] = embedding
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass
+class _Slice:
+    """One encoded slice (or 2D image) and how to map its logits back."""
+
+    embedding: np.ndarray
+    resizer: MaskResizer
+    shape: tuple[int, int]
+
+
+@dataclass
+class _Propagation:
+    """One 3D box walking away from its middle slice."""
+
+    label: int
+    middle_box: np.ndarray  # in 256 space
+    slice_shape: tuple
+    next_box: dict = field(default_factory=dict)  # direction -> box for the next slice (None: fall back)
+
+
+class Segmenter:
+    """LiteMedSAM on OpenVINO. Create once, reuse for many images (the embedding cache lives here)."""
+
+    def __init__(self, model: str | ModelEntry | None = None, threads: int | None = None,
+                 cache_mb: float = 512.0, decoder_memory_mb: float = 768.0,
+                 models_dir: Path | None = None, compile_cache_dir: Path | None = None):
+        self.entry = model if isinstance(model, ModelEntry) else find_model(model, models_dir)
+        self.runtime = CompiledPair(self.entry, threads=threads, cache_dir=compile_cache_dir)
+        self.cache = EmbeddingCache(cache_mb)
+        self.block_size = max(1, int(decoder_memory_mb // DECODER_MB_PER_BOX))
+        self.stats = EngineStats()
+
+    # -- building blocks -------------------------------------------------------------------------------
+    def encode(self, image: np.ndarray) -> _Slice:
+        """Embedding of an (H, W, 3) or (H, W) image, from the cache when this exact input was seen."""
+        key = EmbeddingCache.key(image)
+        embedding = self.cache.get(key)
+        if embedding is None:
+            embedding = self.runtime.encode(to_model_input(image)[0])
+            self.cache.put(key, embedding)
+            self.stats.encoder_runs += 1
+        else:
+            self.stats.cache_hits += 1
+        resized_hw = resized_shape(*image.shape[:2])
+        return _Slice(embedding, MaskResizer(resized_hw, image.shape[:2]), image.shape[:2])
+
+    def decode_logits(self, encoded: _Slice, boxes_256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Low-res logits (N, 256, 256) and predicted IoU (N,), decoding at most `block_size` boxes at once."""
+        logits, ious = [], []
+        for start in range(0, len(boxes_256), self.block_size):
+            block_logits, block_iou = self.runtime.decode(encoded.embedding, boxes_256[start:start + self.block_size])
+            logits.append(block_logits)
+            ious.append(block_iou)
+            self.stats.decoder_calls += 1
+        self.stats.boxes_decoded += len(boxes_256)
+        return np.concatenate(logits), np.concatenate(ious)
+
+    def _decode_and_paint(self, encoded: _Slice, boxes_256: np.ndarray, labels: list[int],
+                          target: np.ndarray, on_mask: Callable | None = None) -> None:
+        """Decode boxes block by block and paint each mask into `target` (higher label wins)."""
+        for start in range(0, len(boxes_256), self.block_size):
+            logits, _ = self.decode_logits(encoded, boxes_256[start:start + self.block_size])
+            for label, box_logits in zip(labels[start:start + self.block_size], logits):
+                found = encoded.resizer.mask(box_logits)
+                if on_mask is not None:
+                    on_mask(label, found)
+                if found is None:
+                    continue
+                region, block = found
+                view = target[region]
+                view[block] = np.maximum(view[block], label)
+
+    # -- public API ------------------------------------------------------------------------------------
+    def segment_2d(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        """Label image (H, W) uint8: box i gets label i + 1."""
+        image = validate_image_2d(image)
+        boxes = validate_boxes_2d(boxes, image.shape[:2])
+        encoded = self.encode(image)
+        labels = np.zeros(image.shape[:2], np.uint8)
+        boxes_256 = boxes_to_model_space(boxes, *image.shape[:2])
+        self._decode_and_paint(encoded, boxes_256, list(range(1, len(boxes) + 1)), labels)
+        return labels
+
+    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray, progress: Progress | None = None,
+                   cancel: Callable[[], bool] | None = None) -> np.ndarray:
+        """Label volume (D, H, W) uint8 from 3D boxes (x_min, y_min, z_min, x_max, y_max, z_max).
+
+        Official propagation: each box starts on its middle slice with the given box, then walks up to
+        z_max and down to z_min; a slice's box is the previous slice's mask bbox + 3 px (256 space), or the
+        given box when that mask is empty. Slices are swept upward then downward so that every box that
+        covers a slice is decoded from a single embedding of it.
+        """
+        volume = validate_volume(volume)
+        boxes = validate_boxes_3d(boxes, volume.shape)
+        depth, height, width = volume.shape
+        labels = np.zeros(volume.shape, np.uint8)
+        walks, up_slices, down_slices = [], {}, {}
+        for index, box in enumerate(boxes):
+            z_low, z_high = int(np.floor(box[2])), min(int(np.ceil(box[5])), depth - 1)
+            z_middle = int((z_high - z_low) / 2 + z_low)
+            walk = _Propagation(index + 1, boxes_to_model_space(box[[0, 1, 3, 4]], height, width), (height, width))
+            walks.append(walk)
+            for z in range(z_middle, z_high + 1):
+                up_slices.setdefault(z, []).append((walk, z == z_middle))
+            for z in range(z_low, z_middle):
+                down_slices.setdefault(z, []).append((walk, False))
+        sweeps = [("up", sorted(up_slices), up_slices), ("down", sorted(down_slices, reverse=True), down_slices)]
+        total, done = len(up_slices) + len(down_slices), 0
+        for direction, order, tasks_by_slice in sweeps:
+            for z in order:
+                if cancel is not None and cancel():
+                    raise Cancelled("Segmentation cancelled; nothing was changed.")
+                tasks = tasks_by_slice[z]
+                boxes_256 = np.stack([self._slice_box(walk, direction, starts) for walk, starts in tasks])
+                encoded = self.encode(volume[z])
+                step = functools.partial(self._remember_mask, {w.label: (w, s) for w, s in tasks}, direction)
+                self._decode_and_paint(encoded, boxes_256, [walk.label for walk, _ in tasks], labels[z],
+                                       on_mask=step)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        return labels
+
+    @staticmethod
+    def _remember_mask(tasks: dict, direction: str, label: int, found) -> None:
+        """Derive the box for this walk's next slice from the mask just found on this one."""
+        walk, starts_here = tasks[label]
+        box = None
+        if found is not None:
+            region, block = found
+            mask = np.zeros(walk.slice_shape, bool)  # full size: the official resize is of the whole slice
+            mask[region] = block
+            box = box_from_mask_in_model_space(mask, label)
+        walk.next_box[direction] = box
+        if starts_here:
+            walk.next_box["down"] = box  # the downward walk starts from the middle slice's mask
+
+    @staticmethod
+    def _slice_box(walk: _Propagation, direction: str, starts_here: bool) -> np.ndarray:
+        if starts_here:
+            return walk.middle_box
+        previous = walk.next_box.get(direction)
+        return walk.middle_box if previous is None else previous
+
+
+def segment_case(segmenter: Segmenter, kind: str, image: np.ndarray, boxes: np.ndarray,
+                 progress: Progress | None = None) -> np.ndarray:
+    """Dispatch a challenge case ('2D' image or '3D' volume) to the right engine call."""
+    if kind == "2D":
+        return segmenter.segment_2d(image, boxes)
+    if kind == "3D":
+        return segmenter.segment_3d(image, boxes, progress=progress)
+    raise QMedSAMError(f"Unknown case kind {kind!r}; expected '2D' or '3D'.")
+
+
+__all__ = ["Cancelled", "EmbeddingCache", "EngineStats", "Segmenter", "segment_case"]
