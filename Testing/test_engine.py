@@ -1,0 +1,143 @@
+"""The OpenVINO engine against the official semantics in torch, on every real case of shared/data."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import case_names
+from qmedsam.catalogue import find_model, load_catalogue
+from qmedsam.engine import Cancelled, Segmenter
+from qmedsam.errors import QMedSAMError
+from qmedsam.npz_io import load_npz_case
+
+from training.reference import OfficialPipeline
+
+
+def label_dice(a: np.ndarray, b: np.ndarray) -> float:
+    scores = []
+    for label in np.union1d(np.unique(a), np.unique(b)):
+        if label:
+            x, y = a == label, b == label
+            scores.append(2 * np.logical_and(x, y).sum() / max(1, x.sum() + y.sum()))
+    return float(np.mean(scores)) if scores else 1.0
+
+
+@pytest.fixture(scope="session")
+def segmenter(tmp_path_factory):
+    return Segmenter("litemedsam-fp32", threads=2, compile_cache_dir=tmp_path_factory.mktemp("ov-cache"))
+
+
+@pytest.fixture(scope="session")
+def both_results(shared_data, segmenter):
+    """Engine and torch-reference label maps for every case (computed once for the session)."""
+    torch.set_num_threads(2)
+    reference = OfficialPipeline(share_embeddings=True)  # same results as the baseline, fewer encoder runs
+    results = {}
+    for name in case_names():
+        case = load_npz_case(shared_data / "imgs" / f"{name}.npz")
+        ours = segmenter.segment_2d(case.image, case.boxes) if case.kind == "2D" else \
+            segmenter.segment_3d(case.image, case.boxes)
+        results[name] = (case, ours, reference.segment_case(case.kind, case.image, case.boxes))
+    return results
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_openvino_fp32_agrees_with_torch_official_semantics(name, both_results, shared_data):
+    case, ours, theirs = both_results[name]
+    assert ours.shape == theirs.shape == case.image.shape[: 2 if case.kind == "2D" else 3]
+    agreement = label_dice(ours, theirs)
+    truth = np.load(shared_data / "gts" / f"{name}.npz", allow_pickle=False)["gts"]
+    print(f"{name}: engine vs torch {agreement:.4f}; DSC vs ground truth: engine {label_dice(ours, truth):.4f}, "
+          f"torch {label_dice(theirs, truth):.4f}")
+    assert agreement >= 0.98
+
+
+def test_model_segments_real_objects(both_results, shared_data):
+    """The real weights segment the real cases: mean DSC against the ground truth well above chance."""
+    scores = {name: label_dice(ours, np.load(shared_data / "gts" / f"{name}.npz")["gts"])
+              for name, (_, ours, _) in both_results.items()}
+    assert np.mean(list(scores.values())) > 0.7, scores
+    assert scores["2DBox_US_hc18-000"] > 0.85 and scores["2DBox_Dermoscopy_ham10000-ISIC0024311"] > 0.85
+
+
+@pytest.mark.parametrize("name", ["2DBox_CT_sammed2d-s0114111", "3DBox_MR_totalseg-examplemr"])
+def test_block_size_does_not_change_results(name, shared_data, segmenter, both_results):
+    case, reference_result, _ = both_results[name]
+    block_before = segmenter.block_size
+    try:
+        for block in (1, 64):
+            segmenter.block_size = block
+            result = segmenter.segment_2d(case.image, case.boxes) if case.kind == "2D" else \
+                segmenter.segment_3d(case.image, case.boxes)
+            np.testing.assert_array_equal(result, reference_result)
+    finally:
+        segmenter.block_size = block_before
+
+
+def test_cache_hit_skips_encoder_and_gives_identical_masks(shared_data, segmenter):
+    case = load_npz_case(shared_data / "imgs" / "2DBox_CT_sammed2d-amos000475.npz")
+    first = segmenter.segment_2d(case.image, case.boxes)
+    runs = segmenter.stats.encoder_runs
+    again = segmenter.segment_2d(case.image.copy(), case.boxes)
+    assert segmenter.stats.encoder_runs == runs
+    np.testing.assert_array_equal(first, again)
+    segmenter.cache._entries.clear()
+    cold = segmenter.segment_2d(case.image, case.boxes)
+    assert segmenter.stats.encoder_runs == runs + 1
+    np.testing.assert_array_equal(first, cold)
+
+
+def test_3d_encodes_each_slice_once(shared_data, segmenter):
+    case = load_npz_case(shared_data / "imgs" / "3DBox_CT_totalseg-examplect.npz")
+    segmenter.cache._entries.clear()
+    before = segmenter.stats.encoder_runs
+    segmenter.segment_3d(case.image, case.boxes)
+    covered = set()
+    for box in case.boxes:
+        covered.update(range(int(box[2]), min(int(box[5]), case.image.shape[0] - 1) + 1))
+    assert segmenter.stats.encoder_runs - before == len(covered)
+
+
+def test_3d_progress_and_cancel(shared_data, segmenter):
+    case = load_npz_case(shared_data / "imgs" / "3DBox_MR_pyradiomics-brain1.npz")
+    seen = []
+    segmenter.segment_3d(case.image, case.boxes, progress=lambda done, total: seen.append((done, total)))
+    assert seen and seen[-1][0] == seen[-1][1]
+    with pytest.raises(Cancelled):
+        segmenter.segment_3d(case.image, case.boxes, cancel=lambda: True)
+
+
+def test_later_box_overwrites_earlier(shared_data, segmenter):
+    case = load_npz_case(shared_data / "imgs" / "2DBox_US_hc18-000.npz")
+    box = case.boxes[0]
+    labels = segmenter.segment_2d(case.image, np.stack([box, box]))
+    assert (labels == 2).any() and not (labels == 1).any()
+
+
+def test_constant_image_has_a_defined_result(segmenter):
+    image = np.full((128, 160, 3), 90, np.uint8)
+    first = segmenter.segment_2d(image, np.array([[20, 20, 100, 90]]))
+    second = segmenter.segment_2d(image, np.array([[20, 20, 100, 90]]))
+    assert first.shape == (128, 160) and first.dtype == np.uint8
+    np.testing.assert_array_equal(first, second)
+
+
+def test_model_files_are_verified_before_use(tmp_path):
+    models = tmp_path / "Models"
+    shutil.copytree(find_model("litemedsam-fp32").folder.parent, models)
+    entry = next(e for e in load_catalogue(models) if e.name == "litemedsam-fp32")
+    weights = entry.folder / "decoder.bin"
+    data = bytearray(weights.read_bytes())
+    data[1000] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(QMedSAMError, match="does not match its recorded sha256"):
+        Segmenter("litemedsam-fp32", models_dir=models)
+    weights.unlink()
+    with pytest.raises(QMedSAMError, match="cannot read"):
+        Segmenter("litemedsam-fp32", models_dir=models)
+
+
+def test_unknown_model_name_lists_known_ones():
+    with pytest.raises(QMedSAMError, match="litemedsam-fp32"):
+        find_model("no-such-model")

@@ -1,0 +1,155 @@
+"""SAM mask decoder (two-way transformer + upscaling + hypernetwork), single-mask output.
+
+Batching design: image-side tensors (embedding, positional encoding, dense prompt) keep batch 1 and
+broadcast against the N box token sets instead of being repeated per box. Every projection of a
+batch-1 tensor is therefore computed once per image: in the first two-way layer these are the
+token->image key/value projections and the image->token query projection (and the image tokens only
+become per-box after that layer's image->token attention). The matmuls broadcast, so the result is
+the same as SAM's repeat-per-box computation. An image batch equal to N (one image per box) also works.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from .layers import MLP, LayerNorm2d, MatMul
+
+
+class Attention(nn.Module):
+    """Multi-head attention whose projections may shrink the width (``downsample_rate``)."""
+
+    def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1) -> None:
+        super().__init__()
+        internal = dim // downsample_rate
+        if internal % num_heads:
+            raise ValueError("num_heads must divide the internal attention width")
+        self.num_heads = num_heads
+        # A Python float, so tracing exporters see a constant rather than a shape computation.
+        self.logit_divisor = math.sqrt(internal // num_heads)
+        self.q_proj = nn.Linear(dim, internal)
+        self.k_proj = nn.Linear(dim, internal)
+        self.v_proj = nn.Linear(dim, internal)
+        self.out_proj = nn.Linear(internal, dim)
+        self.qk_matmul = MatMul()
+        self.av_matmul = MatMul()
+
+    def _heads(self, x: Tensor) -> Tensor:  # (B, L, C) -> (B, heads, L, C / heads)
+        return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
+
+    def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        # q, k, v may have different batch sizes (1 or N); the matmuls broadcast them.
+        q = self._heads(self.q_proj(q))
+        k = self._heads(self.k_proj(k))
+        v = self._heads(self.v_proj(v))
+        attn = self.qk_matmul(q, k.transpose(-2, -1)) / self.logit_divisor
+        attn = attn.softmax(dim=-1)
+        return self.out_proj(self.av_matmul(attn, v).transpose(1, 2).flatten(2))
+
+
+class MLPBlock(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.lin1 = nn.Linear(dim, hidden)
+        self.lin2 = nn.Linear(hidden, dim)
+        self.act = nn.ReLU()  # SAM's two-way transformer uses ReLU here, not GELU
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lin2(self.act(self.lin1(x)))
+
+
+class TwoWayAttentionBlock(nn.Module):
+    """Token self-attention, token->image attention, token MLP, image->token attention."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_dim: int, downsample_rate: int,
+                 skip_first_layer_pe: bool) -> None:
+        super().__init__()
+        self.self_attn = Attention(dim, num_heads)
+        self.norm1 = nn.LayerNorm(dim)
+        self.cross_attn_token_to_image = Attention(dim, num_heads, downsample_rate)
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = MLPBlock(dim, mlp_dim)
+        self.norm3 = nn.LayerNorm(dim)
+        self.norm4 = nn.LayerNorm(dim)
+        self.cross_attn_image_to_token = Attention(dim, num_heads, downsample_rate)
+        self.skip_first_layer_pe = skip_first_layer_pe
+
+    def forward(self, queries: Tensor, keys: Tensor, query_pe: Tensor,
+                key_pe: Tensor) -> Tuple[Tensor, Tensor]:
+        if self.skip_first_layer_pe:
+            # First layer: the tokens already are their own positional encoding; SAM skips the residual.
+            queries = self.self_attn(queries, queries, queries)
+        else:
+            q = queries + query_pe
+            queries = queries + self.self_attn(q, q, queries)
+        queries = self.norm1(queries)
+
+        keys_pe = keys + key_pe
+        queries = self.norm2(queries + self.cross_attn_token_to_image(queries + query_pe, keys_pe, keys))
+        queries = self.norm3(queries + self.mlp(queries))
+        keys = self.norm4(keys + self.cross_attn_image_to_token(keys_pe, queries + query_pe, queries))
+        return queries, keys
+
+
+class TwoWayTransformer(nn.Module):
+    def __init__(self, depth: int = 2, dim: int = 256, num_heads: int = 8, mlp_dim: int = 2048,
+                 downsample_rate: int = 2) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            TwoWayAttentionBlock(dim, num_heads, mlp_dim, downsample_rate, skip_first_layer_pe=i == 0)
+            for i in range(depth))
+        self.final_attn_token_to_image = Attention(dim, num_heads, downsample_rate)
+        self.norm_final_attn = nn.LayerNorm(dim)
+
+    def forward(self, image_embedding: Tensor, image_pe: Tensor, tokens: Tensor) -> Tuple[Tensor, Tensor]:
+        """image_embedding, image_pe (1 or N, C, H, W); tokens (N, T, C) -> tokens, image tokens (N, HW, C)"""
+        keys = image_embedding.flatten(2).transpose(1, 2)
+        key_pe = image_pe.flatten(2).transpose(1, 2)
+        queries = tokens
+        for layer in self.layers:
+            queries, keys = layer(queries, keys, tokens, key_pe)
+        attn_out = self.final_attn_token_to_image(queries + tokens, keys + key_pe, keys)
+        return self.norm_final_attn(queries + attn_out), keys
+
+
+class MaskDecoder(nn.Module):
+    def __init__(self, dim: int = 256, num_multimask_outputs: int = 3, iou_head_depth: int = 3,
+                 iou_head_hidden_dim: int = 256) -> None:
+        super().__init__()
+        self.transformer = TwoWayTransformer(dim=dim)
+        num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, dim)
+        self.mask_tokens = nn.Embedding(num_mask_tokens, dim)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(dim, dim // 4, kernel_size=2, stride=2),
+            LayerNorm2d(dim // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        # Only hypernetwork 0 and IoU output 0 (the single-mask output) are used; the multimask heads
+        # stay so the checkpoint loads strictly. All mask tokens still take part in self-attention.
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(dim, dim, dim // 8, 3) for _ in range(num_mask_tokens))
+        self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, num_mask_tokens, iou_head_depth)
+        self.mask_matmul = MatMul()
+
+    def forward(self, image_embedding: Tensor, image_pe: Tensor, sparse_embeddings: Tensor,
+                dense_embeddings: Tensor) -> Tuple[Tensor, Tensor]:
+        """image_embedding (1 or N, C, h, w), image_pe and dense_embeddings (1, C, h, w),
+        sparse_embeddings (N, 2, C) -> mask logits (N, 1, 4h, 4w), predicted IoU (N, 1)."""
+        output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
+        output_tokens = output_tokens.unsqueeze(0).expand(sparse_embeddings.shape[0], -1, -1)
+        tokens = torch.cat([output_tokens, sparse_embeddings], dim=1)
+
+        h, w = image_embedding.shape[-2:]
+        tokens_out, image_tokens = self.transformer(image_embedding + dense_embeddings, image_pe, tokens)
+
+        upscaled = self.output_upscaling(image_tokens.transpose(1, 2).unflatten(2, (h, w)))
+        hyper_in = self.output_hypernetworks_mlps[0](tokens_out[:, 1:2, :])  # (N, 1, C / 8)
+        masks = self.mask_matmul(hyper_in, upscaled.flatten(2)).unflatten(2, upscaled.shape[-2:])
+        iou = self.iou_prediction_head(tokens_out[:, 0, :])[:, :1]
+        return masks, iou
