@@ -176,12 +176,34 @@ def many_boxes_probe(data_dir: str, threads: int, boxes_wanted: int = 241) -> No
                       "peak_rss_mb_after_model_load": rss_model, "peak_rss_mb": peak}))
 
 
-def memory_row(data_dir: Path, threads: int) -> dict:
-    code = f"from qmedsam.bench import many_boxes_probe; many_boxes_probe({str(data_dir)!r}, {threads})"
+def decoder_memory_probe(boxes: int, threads: int) -> None:
+    """Child process: peak RSS of one decoder call with `boxes` boxes (sizes DECODER_MB_PER_BOX)."""
+    import resource
+
+    from .catalogue import find_model
+    from .runtime import CompiledPair
+
+    pair = CompiledPair(find_model("litemedsam-fp32"), threads=threads)
+    embedding = pair.encode(np.zeros((1, 3, 256, 256), np.float32))
+    pair.decode(embedding, np.tile([[10.0, 10, 100, 100]], (1, 1)))  # warm-up at one box
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    pair.decode(embedding, np.tile([[10.0, 10, 100, 100]], (boxes, 1)))
+    print(json.dumps({"boxes": boxes, "peak_before_mb": before,
+                      "peak_after_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def _child(code: str) -> dict:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"memory probe failed: {done.stderr.strip().splitlines()[-1:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def memory_row(data_dir: Path, threads: int) -> dict:
+    row = _child(f"from qmedsam.bench import many_boxes_probe; many_boxes_probe({str(data_dir)!r}, {threads})")
+    probe = _child(f"from qmedsam.bench import decoder_memory_probe; decoder_memory_probe(33, {threads})")
+    row["decoder_mb_per_box"] = (probe["peak_after_mb"] - probe["peak_before_mb"]) / 32
+    return row
 
 
 def format_report(report: dict) -> str:
@@ -208,7 +230,8 @@ def format_report(report: dict) -> str:
         m = report["memory"]
         lines += ["", f"{m['boxes']} boxes on {m['image'][1]}x{m['image'][0]}: {m['seconds']:.1f} s, "
                       f"peak RSS {m['peak_rss_mb']:.0f} MB (after model load {m['peak_rss_mb_after_model_load']:.0f}"
-                      f" MB), decoder block {m['block_size']} boxes"]
+                      f" MB), decoder block {m['block_size']} boxes; decoder working memory "
+                      f"{m['decoder_mb_per_box']:.1f} MB per box in a batch"]
     return "\n".join(lines)
 
 

@@ -26,8 +26,8 @@ from .runtime import CompiledPair
 from .validation import validate_boxes_2d, validate_boxes_3d, validate_image_2d, validate_volume
 
 EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
-# Peak working memory of the FP32 decoder per box in a batch, measured with
-# `qmedsam bench --decoder-memory` (RSS growth per added box, rounded up).
+# Peak working memory of the FP32 decoder per box in a batch: `qmedsam bench` measures it (peak RSS growth
+# from 1 to 33 boxes in a fresh process, "decoder working memory" line); this is that number rounded up.
 DECODER_MB_PER_BOX = 24.0
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)

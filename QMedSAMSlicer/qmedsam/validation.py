@@ -1,0 +1,157 @@
+"""Checks on every image, volume and box list before it reaches the model (numpy only; also runs in Slicer).
+
+Each check raises QMedSAMError naming what was received and what is expected. Box indices in messages
+are 0-based and also give the label the box produces ("Box 3 (label 4)"), so either count finds it.
+Boxes partly outside the image are clipped to the pixel index range: x to [0, W-1], y to [0, H-1],
+z to [0, D-1].
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .errors import QMedSAMError
+
+MAX_BOXES = 255  # labels are uint8 and 0 is background
+REAL_KINDS = "biuf"  # bool, signed, unsigned, floating point
+BOX_2D_COLUMNS = "x_min, y_min, x_max, y_max"
+BOX_3D_COLUMNS = "x_min, y_min, z_min, x_max, y_max, z_max"
+
+
+def box_name(index: int) -> str:
+    """How messages name a box: its 0-based index and the label it produces."""
+    return f"Box {index} (label {index + 1})"
+
+
+def _as_real_array(data, what: str) -> np.ndarray:
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError) as error:  # ragged nested lists and the like
+        raise QMedSAMError(f"The {what} is not a regular numeric array ({error}).") from None
+    if array.dtype.kind not in REAL_KINDS:
+        raise QMedSAMError(f"The {what} has dtype {array.dtype}; expected real numbers "
+                           "(bool, integer or floating point), not text, objects or complex values.")
+    return array
+
+
+def _check_finite(array: np.ndarray, what: str, unit: str, channel_axis: bool = False) -> None:
+    if array.dtype.kind != "f":
+        return
+    finite = np.isfinite(array)
+    if channel_axis:
+        finite = finite.all(axis=-1)
+    bad = finite.size - int(np.count_nonzero(finite))
+    if bad:
+        raise QMedSAMError(f"The {what} has {bad} non-finite {unit} (NaN or infinity) out of {finite.size}; "
+                           "replace them with real values (e.g. 0) before segmenting.")
+
+
+def validate_image_2d(image) -> np.ndarray:
+    """(H, W), (H, W, 1) or (H, W, 3) real-valued image -> (H, W, 3) of the same dtype (grey is repeated)."""
+    image = _as_real_array(image, "image")
+    shape = image.shape
+    expected = "expected (H, W) grey, (H, W, 1) or (H, W, 3) RGB with H, W >= 2"
+    if image.ndim not in (2, 3) or (image.ndim == 3 and shape[2] not in (1, 3)):
+        hint = ""
+        if image.ndim == 3 and shape[0] in (1, 3) and shape[2] > 3:
+            hint = " (channels first? move the channel axis last)"
+        raise QMedSAMError(f"2D image has shape {shape}; {expected}{hint}.")
+    if min(shape[:2]) < 2:
+        raise QMedSAMError(f"2D image has shape {shape}, smaller than 2 pixels on a side; {expected}.")
+    _check_finite(image, "image", "pixels", channel_axis=image.ndim == 3)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    return image
+
+
+def validate_volume(volume) -> np.ndarray:
+    """(D, H, W) real-valued volume with D >= 1 and H, W >= 2, returned as an array of the same dtype."""
+    volume = _as_real_array(volume, "volume")
+    expected = "expected a (D, H, W) volume with D >= 1 and H, W >= 2"
+    if volume.ndim != 3:
+        raise QMedSAMError(f"Volume has shape {volume.shape}; {expected}.")
+    if volume.shape[0] < 1 or min(volume.shape[1:]) < 2:
+        raise QMedSAMError(f"Volume has shape {volume.shape}, too small; {expected}.")
+    _check_finite(volume, "volume", "voxels")
+    return volume
+
+
+def _as_box_array(boxes, width: int, columns: str) -> np.ndarray:
+    """A finite (N, width) float64 array with 1 <= N <= MAX_BOXES; a single 1-D box counts as N = 1."""
+    array = _as_real_array(boxes, "box list")
+    expected = f"expected (N, {width}) with columns {columns}"
+    if array.ndim == 1 and array.size:
+        array = array[None, :]
+    if array.size == 0:
+        raise QMedSAMError(f"No boxes given (shape {array.shape}); {expected}, at least one box.")
+    if array.ndim != 2 or array.shape[1] != width:
+        hint = ""
+        if array.ndim == 2 and array.shape[1] in (4, 6):
+            hint = f" ({array.shape[1]} columns are {'2D' if array.shape[1] == 4 else '3D'} boxes)"
+        raise QMedSAMError(f"Boxes have shape {array.shape}{hint}; {expected}.")
+    if len(array) > MAX_BOXES:
+        raise QMedSAMError(f"{len(array)} boxes given, but labels are 8-bit so at most {MAX_BOXES} boxes fit "
+                           "in one result; split the boxes over several files.")
+    array = array.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(array).all(axis=1))
+    if bad.size:
+        more = f" ({bad.size - 1} more boxes too)" if bad.size > 1 else ""
+        raise QMedSAMError(f"{box_name(bad[0])} has a non-finite coordinate {array[bad[0]].tolist()}{more}; "
+                           "every coordinate must be a real number.")
+    return array
+
+
+def _check_extent(boxes: np.ndarray, low: int, high: int, axis: str) -> None:
+    """Each box must have low < high on this axis (min and max columns)."""
+    bad = np.flatnonzero(boxes[:, high] <= boxes[:, low])
+    if bad.size:
+        box = boxes[bad[0]]
+        raise QMedSAMError(f"{box_name(bad[0])} is empty or inverted: {axis}_min={box[low]:g} and "
+                           f"{axis}_max={box[high]:g}; {axis}_max must be greater than {axis}_min.")
+
+
+def _clip_xy(boxes: np.ndarray, height: int, width: int, x_cols: list, y_cols: list) -> None:
+    """Clip x/y in place; a box whose clipped area is zero lies outside the image (or touches its edge)."""
+    clipped_x = np.clip(boxes[:, x_cols], 0, width - 1)
+    clipped_y = np.clip(boxes[:, y_cols], 0, height - 1)
+    outside = np.flatnonzero((clipped_x[:, 1] <= clipped_x[:, 0]) | (clipped_y[:, 1] <= clipped_y[:, 0]))
+    if outside.size:
+        raise QMedSAMError(f"{box_name(outside[0])} {boxes[outside[0]].tolist()} lies entirely outside the "
+                           f"image of width {width} and height {height} (x in 0..{width - 1}, y in "
+                           f"0..{height - 1}); check its coordinates.")
+    boxes[:, x_cols] = clipped_x
+    boxes[:, y_cols] = clipped_y
+
+
+def validate_boxes_2d(boxes, image_shape_hw: Sequence[int]) -> np.ndarray:
+    """(N, 4) float64 boxes x_min, y_min, x_max, y_max in pixels, clipped to the image."""
+    height, width = (int(n) for n in image_shape_hw[:2])
+    boxes = _as_box_array(boxes, 4, BOX_2D_COLUMNS)
+    _check_extent(boxes, 0, 2, "x")
+    _check_extent(boxes, 1, 3, "y")
+    _clip_xy(boxes, height, width, [0, 2], [1, 3])
+    return boxes
+
+
+def validate_boxes_3d(boxes, volume_shape_dhw: Sequence[int]) -> np.ndarray:
+    """(N, 6) float64 boxes x_min, y_min, z_min, x_max, y_max, z_max in voxels, clipped to the volume.
+
+    z is a slice index range (both ends included), so after clipping a box may span a single slice.
+    """
+    depth, height, width = (int(n) for n in volume_shape_dhw[:3])
+    boxes = _as_box_array(boxes, 6, BOX_3D_COLUMNS)
+    _check_extent(boxes, 0, 3, "x")
+    _check_extent(boxes, 1, 4, "y")
+    _check_extent(boxes, 2, 5, "z")
+    outside = np.flatnonzero((boxes[:, 5] < 0) | (boxes[:, 2] > depth - 1))
+    if outside.size:
+        box = boxes[outside[0]]
+        raise QMedSAMError(f"{box_name(outside[0])} spans slices z={box[2]:g}..{box[5]:g}, entirely outside "
+                           f"the volume's {depth} slice(s) (z in 0..{depth - 1}); check its coordinates.")
+    _clip_xy(boxes, height, width, [0, 3], [1, 4])
+    boxes[:, [2, 5]] = np.clip(boxes[:, [2, 5]], 0, depth - 1)
+    return boxes

@@ -1,0 +1,350 @@
+"""Reading cases, volumes and boxes and writing results: bad input is a QMedSAMError, nothing half-written."""
+
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from conftest import case_names
+from qmedsam.atomic import atomic_write, check_writable_target
+from qmedsam.errors import QMedSAMError
+from qmedsam.npz_io import find_npz_inputs, load_npz_case, save_segs_npz
+from qmedsam.volume_io import read_boxes_json, read_volume, to_uint8, volume_array, write_label_image
+
+RGB = np.zeros((8, 10, 3), np.uint8)
+VOLUME = np.zeros((4, 8, 10), np.uint8)
+BOX_2D = np.array([[1, 1, 5, 5]])
+BOX_3D = np.array([[1, 1, 0, 5, 5, 3]])
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _object_array():
+    array = np.empty(2, dtype=object)
+    array[:] = [np.zeros(3), "text"]
+    return array
+
+
+BAD_CASES = {
+    "missing file": (None, "does not exist"),
+    "folder": ("folder", "is a folder"),
+    "random bytes": (bytes(np.random.default_rng(0).integers(0, 256, 300, np.uint8)), "not a .npz \\(zip\\)"),
+    "empty file": (b"", "not a .npz \\(zip\\)"),
+    "truncated zip": (_npz_bytes(imgs=RGB, boxes=BOX_2D)[:200], "damaged or not a valid .npz"),
+    "npy not npz": ("npy", "single-array .npy"),
+    "pickled imgs": (_npz_bytes(imgs=_object_array(), boxes=BOX_2D), "'imgs' holds Python objects"),
+    "pickled boxes": (_npz_bytes(imgs=RGB, boxes=np.array([[1, 1, 5, 5]], dtype=object)), "unpickling"),
+    "no imgs": (_npz_bytes(image=RGB, boxes=BOX_2D), "lacks 'imgs' \\(keys found: 'image', 'boxes'\\)"),
+    "no boxes": (_npz_bytes(imgs=RGB), "lacks 'boxes' \\(keys found: 'imgs'\\)"),
+    "empty npz": (_npz_bytes(), "keys found: none"),
+    "volume with 2D boxes": (_npz_bytes(imgs=VOLUME, boxes=BOX_2D), "volume .* 4 columns \\(2D boxes\\)"),
+    "RGB with 3D boxes": (_npz_bytes(imgs=RGB, boxes=BOX_3D), "2D image .* 6 columns \\(3D boxes\\)"),
+    "grey with 3D boxes": (_npz_bytes(imgs=RGB[..., 0], boxes=BOX_3D), "2D image"),
+    "boxes width 5": (_npz_bytes(imgs=RGB, boxes=np.ones((1, 5))), "shape \\(1, 5\\); expected \\(N, 4\\)"),
+    "no boxes in array": (_npz_bytes(imgs=RGB, boxes=np.zeros((0, 4))), "'boxes' is empty"),
+    "4D image": (_npz_bytes(imgs=np.zeros((2, 8, 8, 3)), boxes=BOX_2D), "shape \\(2, 8, 8, 3\\)"),
+    "NaN image": (_npz_bytes(imgs=np.full((8, 8), np.nan), boxes=BOX_2D), "64 non-finite pixels"),
+    "string image": (_npz_bytes(imgs=np.full((8, 8), "a"), boxes=BOX_2D), "not text"),
+    "box outside": (_npz_bytes(imgs=RGB, boxes=[[20, 20, 30, 30]]), "case.npz: Box 0 \\(label 1\\).*outside"),
+    "bad spacing": (_npz_bytes(imgs=VOLUME, boxes=BOX_3D, spacing=[1.0, np.nan, 1.0]), "'spacing'"),
+}
+
+
+@pytest.mark.parametrize("content, phrase", BAD_CASES.values(), ids=BAD_CASES.keys())
+def test_bad_case_file_is_refused(tmp_path, content, phrase):
+    path = tmp_path / "case.npz"
+    if content == "folder":
+        path.mkdir()
+    elif content == "npy":
+        np.save(path.with_suffix(".npy"), RGB)
+        path.with_suffix(".npy").rename(path)
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(QMedSAMError, match=phrase):
+        load_npz_case(path)
+
+
+def test_small_cases_load(tmp_path):
+    (tmp_path / "grey.npz").write_bytes(_npz_bytes(imgs=np.full((6, 7), 3.5), boxes=[[-2, 1, 4, 9]]))
+    case = load_npz_case(tmp_path / "grey.npz")
+    assert (case.name, case.kind, case.image.shape, case.spacing) == ("grey", "2D", (6, 7, 3), None)
+    np.testing.assert_array_equal(case.boxes, [[0, 1, 4, 5]])
+    (tmp_path / "vol.npz").write_bytes(_npz_bytes(imgs=VOLUME, boxes=BOX_3D, spacing=[0.5, 0.5, 2]))
+    case = load_npz_case(tmp_path / "vol.npz")
+    assert (case.kind, case.image.shape, case.spacing) == ("3D", (4, 8, 10), (0.5, 0.5, 2.0))
+    assert case.boxes.dtype == np.float64
+
+
+def test_every_shared_case_loads_and_validates(shared_data):
+    names = case_names()
+    assert len(names) == 16
+    for name in names:
+        case = load_npz_case(shared_data / "imgs" / f"{name}.npz")
+        raw = np.load(shared_data / "imgs" / f"{name}.npz", allow_pickle=False)
+        truth = np.load(shared_data / "gts" / f"{name}.npz", allow_pickle=False)["gts"]
+        assert case.name == name and case.kind == name[:2]
+        assert case.image.shape == (truth.shape if case.kind == "3D" else (*truth.shape, 3))
+        np.testing.assert_array_equal(case.boxes, raw["boxes"])  # the real boxes need no clipping
+        assert len(case.boxes) >= truth.max()
+        assert (case.spacing is not None) == (case.kind == "3D")
+
+
+# -- writing -------------------------------------------------------------------------------------------
+
+def test_segs_round_trip_and_overwrite(tmp_path):
+    path = tmp_path / "case.npz"
+    save_segs_npz(path, np.ones((4, 5), np.uint8))
+    with pytest.raises(QMedSAMError, match="already exists; pass --overwrite"):
+        save_segs_npz(path, np.zeros((4, 5), np.uint8))
+    np.testing.assert_array_equal(np.load(path, allow_pickle=False)["segs"], 1)
+    save_segs_npz(path, np.full((4, 5), 2, np.uint8), overwrite=True)
+    with np.load(path, allow_pickle=False) as data:
+        assert data.files == ["segs"] and data["segs"].dtype == np.uint8 and (data["segs"] == 2).all()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.npz"]  # no temporary file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+BAD_TARGETS = {
+    "under a regular file": ("file/out.npz", "is a file, not a folder"),
+    "missing folder": ("missing/out.npz", "does not exist; create it"),
+    "target is a folder": ("folder", "is a folder; give a file name"),
+    "existing file": ("file", "already exists; pass --overwrite"),
+}
+
+
+@pytest.mark.parametrize("relative, phrase", BAD_TARGETS.values(), ids=BAD_TARGETS.keys())
+def test_unwritable_output_is_refused(tmp_path, relative, phrase):
+    (tmp_path / "file").write_bytes(b"x")
+    (tmp_path / "folder").mkdir()
+    with pytest.raises(QMedSAMError, match=phrase):
+        save_segs_npz(tmp_path / relative, np.zeros((2, 2), np.uint8))
+    with pytest.raises(QMedSAMError, match=phrase):
+        check_writable_target(tmp_path / relative, overwrite=False)
+    assert (tmp_path / "file").read_bytes() == b"x"
+
+
+def test_segs_must_be_uint8(tmp_path):
+    with pytest.raises(QMedSAMError, match="expected uint8"):
+        save_segs_npz(tmp_path / "x.npz", np.zeros((2, 2), np.int64))
+
+
+def test_failed_write_leaves_target_and_folder_untouched(tmp_path):
+    target = tmp_path / "labels.nii.gz"
+    target.write_bytes(b"old")
+    seen = []
+
+    def failing_writer(temp):
+        seen.append(temp)
+        temp.write_bytes(b"partial")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(QMedSAMError, match="No space left on device"):
+        atomic_write(target, failing_writer, overwrite=True)
+    assert seen[0].name.endswith(".labels.nii.gz") and seen[0].parent == tmp_path
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+
+
+# -- finding inputs ------------------------------------------------------------------------------------
+
+def test_find_npz_inputs(tmp_path):
+    for name in ["b.npz", "a.npz", ".qmedsam-1234.c.npz", "notes.txt"]:
+        (tmp_path / name).write_bytes(b"")
+    single = tmp_path / "b.npz"
+    assert find_npz_inputs([tmp_path, single]) == [tmp_path / "a.npz", tmp_path / "b.npz"]
+    assert find_npz_inputs(str(single)) == [single]
+
+
+BAD_INPUTS = {
+    "missing": ("missing.npz", "does not exist"),
+    "empty folder": ("empty", "holds no .npz files"),
+    "not npz": ("notes.txt", "is not a .npz file"),
+    "nothing": (None, "No .npz inputs given"),
+}
+
+
+@pytest.mark.parametrize("relative, phrase", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
+def test_bad_inputs_are_refused(tmp_path, relative, phrase):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(QMedSAMError, match=phrase):
+        find_npz_inputs([] if relative is None else [tmp_path / relative])
+
+
+# -- volumes -------------------------------------------------------------------------------------------
+
+# Axes permuted and flipped: index x runs along physical -y, index y along +x, index z along -z.
+DIRECTION = (0, 1, 0, -1, 0, 0, 0, 0, -1)
+ORIGIN = (12.5, -40.0, 7.0)
+SPACING = (0.8, 1.5, 3.0)
+
+
+def _reference_image(tmp_path):
+    array = np.random.default_rng(1).integers(-1000, 1000, (6, 9, 11)).astype(np.int16)  # (z, y, x)
+    image = sitk.GetImageFromArray(array)
+    image.SetDirection(DIRECTION)
+    image.SetOrigin(ORIGIN)
+    image.SetSpacing(SPACING)
+    path = tmp_path / "ct.nii.gz"
+    sitk.WriteImage(image, str(path))
+    return path, array
+
+
+def test_nifti_round_trip_keeps_geometry_and_maps_physical_boxes(tmp_path):
+    path, array = _reference_image(tmp_path)
+    image = read_volume(path)
+    np.testing.assert_array_equal(volume_array(image), array)
+    np.testing.assert_allclose(image.GetDirection(), DIRECTION, atol=1e-6)
+    np.testing.assert_allclose(image.GetOrigin(), ORIGIN, atol=1e-4)
+    np.testing.assert_allclose(image.GetSpacing(), SPACING, atol=1e-6)
+
+    wanted = [[2, 1, 1, 7, 5, 4], [0, 3, 0, 10, 8, 5]]  # voxel boxes x_min, y_min, z_min, x_max, y_max, z_max
+    boxes = []
+    for box in wanted:
+        corners = np.array([image.TransformContinuousIndexToPhysicalPoint([float(v) for v in corner])
+                            for corner in (box[:3], box[3:])])
+        boxes.append({"min": corners.min(axis=0).tolist(), "max": corners.max(axis=0).tolist(), "name": "x"})
+    boxes_path = tmp_path / "ct.boxes.json"
+    boxes_path.write_text(json.dumps({"coordinates": "physical", "boxes": boxes}))
+    np.testing.assert_allclose(read_boxes_json(boxes_path, image), wanted, atol=1e-6)
+    voxel_box = {"min": [2, 1, 1], "max": [7, 5, 4]}
+    boxes_path.write_text(json.dumps({"coordinates": "voxel", "boxes": [voxel_box]}))
+    np.testing.assert_array_equal(read_boxes_json(boxes_path, image), wanted[:1])
+
+    labels = np.zeros(array.shape, np.uint8)
+    labels[1:5, 1:6, 2:8] = 1
+    out = tmp_path / "out" / "ct_labels.nii.gz"
+    out.parent.mkdir()
+    write_label_image(out, labels, image)
+    written = sitk.ReadImage(str(out))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), labels)
+    assert written.GetPixelID() == sitk.sitkUInt8
+    np.testing.assert_allclose(written.GetDirection(), DIRECTION, atol=1e-6)
+    np.testing.assert_allclose(written.GetOrigin(), ORIGIN, atol=1e-4)
+    np.testing.assert_allclose(written.GetSpacing(), SPACING, atol=1e-6)
+    with pytest.raises(QMedSAMError, match="already exists; pass --overwrite"):
+        write_label_image(out, labels, image)
+    with pytest.raises(QMedSAMError, match="do not fit the reference"):
+        write_label_image(out, labels[:-1], image, overwrite=True)
+    assert sorted(p.name for p in out.parent.iterdir()) == ["ct_labels.nii.gz"]
+
+
+def test_2d_image_reads_as_one_slice_volume(tmp_path):
+    path = tmp_path / "slice.mha"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(12, dtype=np.float32).reshape(3, 4)), str(path))
+    assert volume_array(read_volume(path)).shape == (1, 3, 4)
+
+
+def _write_bad_volume(path, kind):
+    if kind == "vector":
+        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 4, 5, 3), np.uint8), isVector=True), str(path))
+    elif kind == "4D":
+        sitk.WriteImage(sitk.Image([4, 4, 3, 2], sitk.sitkFloat32), str(path))
+    elif kind == "garbage":
+        path.write_bytes(b"not an image at all")
+
+
+BAD_VOLUME_FILES = {
+    "missing": (None, "does not exist"),
+    "garbage": ("garbage", "Cannot read .* as a NIfTI/NRRD/MHA image"),
+    "vector": ("vector", "3 values per voxel"),
+    "4D": ("4D", "4D image .* expected a 3D volume"),
+}
+
+
+@pytest.mark.parametrize("kind, phrase", BAD_VOLUME_FILES.values(), ids=BAD_VOLUME_FILES.keys())
+def test_bad_volume_file_is_refused(tmp_path, kind, phrase):
+    path = tmp_path / "volume.nrrd"
+    _write_bad_volume(path, kind)
+    with pytest.raises(QMedSAMError, match=phrase):
+        read_volume(path)
+
+
+def test_to_uint8_window_and_percentile_rules():
+    ct = np.array([[[-1000, -160, 40, 240, 3000]]], np.int16)
+    np.testing.assert_array_equal(to_uint8(ct, window=(40, 400)), [[[0, 0, 127, 255, 255]]])
+    mr = np.concatenate([np.zeros(10), np.linspace(1, 1000, 1000)]).reshape(1, 10, 101)
+    result = to_uint8(mr)
+    assert result.dtype == np.uint8 and (result.ravel()[:10] == 0).all()
+    assert result.max() == 255 and result.ravel()[10] == 0 and (result.ravel()[-5:] == 255).all()
+    already = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    assert to_uint8(already) is already
+
+
+@pytest.mark.parametrize("window", [None, (40, 400)])
+@pytest.mark.parametrize("value", [0.0, 123.0])
+def test_to_uint8_constant_volume_gives_zeros(window, value):
+    result = to_uint8(np.full((2, 3, 4), value), window=window)
+    assert result.dtype == np.uint8 and result.shape == (2, 3, 4)
+    if window is None:
+        assert not result.any()
+
+
+def test_to_uint8_refuses_a_bad_window():
+    with pytest.raises(QMedSAMError, match="positive width"):
+        to_uint8(np.zeros((1, 2, 2), np.float32), window=(40, 0))
+
+
+VALID_BOX = {"min": [1, 1, 0], "max": [5, 5, 3]}
+BAD_BOX_JSON = {
+    "not JSON": ("{'coordinates': 'voxel'", "not valid JSON: .* line 1, column 2"),
+    "list at top": ([VALID_BOX], r"at \$: expected an object"),
+    "no coordinates": ({"boxes": [VALID_BOX]},
+                       r"at \$.coordinates: expected \"voxel\" or \"physical\", got null"),
+    "bad coordinates": ({"coordinates": "ras", "boxes": [VALID_BOX]}, r"\$.coordinates: .* got \"ras\""),
+    "boxes not list": ({"coordinates": "voxel", "boxes": VALID_BOX}, r"at \$.boxes: expected a list"),
+    "no boxes": ({"coordinates": "voxel", "boxes": []}, r"at \$.boxes: no boxes"),
+    "box not object": ({"coordinates": "voxel", "boxes": [[1, 2, 3]]},
+                       r"at \$.boxes\[0\]: expected an object"),
+    "missing max": ({"coordinates": "voxel", "boxes": [VALID_BOX, {"min": [1, 1, 1]}]},
+                    r"at \$.boxes\[1\].max: expected a list of 3 numbers"),
+    "2 coordinates": ({"coordinates": "voxel", "boxes": [{"min": [1, 1], "max": [5, 5, 3]}]},
+                      r"at \$.boxes\[0\].min: expected a list of 3 numbers \[x, y, z\], got \[1, 1\]"),
+    "text coordinate": ({"coordinates": "voxel", "boxes": [{"min": [1, "1", 0], "max": [5, 5, 3]}]},
+                        r"at \$.boxes\[0\].min\[1\]: expected a finite number, got \"1\""),
+    "bool coordinate": ({"coordinates": "voxel", "boxes": [{"min": [1, 1, 0], "max": [5, True, 3]}]},
+                        r"\$.boxes\[0\].max\[1\]: expected a finite number, got true"),
+    "NaN coordinate": ('{"coordinates": "voxel", "boxes": [{"min": [1, 1, NaN], "max": [5, 5, 3]}]}',
+                       r"\$.boxes\[0\].min\[2\]: expected a finite number"),
+    "unknown key": ({"coordinates": "voxel", "boxes": [{**VALID_BOX, "label": 3}]}, "unknown key.* label"),
+    "name not text": ({"coordinates": "voxel", "boxes": [{**VALID_BOX, "name": 3}]},
+                      r"\.name: expected text"),
+    "inverted box": ({"coordinates": "voxel", "boxes": [{"min": [5, 1, 0], "max": [1, 5, 3]}]},
+                     r"voxel coordinates\): Box 0 \(label 1\) is empty or inverted: x_min=5"),
+    "outside volume": ({"coordinates": "voxel", "boxes": [{"min": [1, 1, 10], "max": [5, 5, 12]}]},
+                       "entirely outside the volume"),
+}
+
+
+@pytest.mark.parametrize("content, phrase", BAD_BOX_JSON.values(), ids=BAD_BOX_JSON.keys())
+def test_bad_boxes_json_is_refused(tmp_path, content, phrase):
+    path = tmp_path / "boxes.json"
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    with pytest.raises(QMedSAMError, match=phrase):
+        read_boxes_json(path, sitk.Image([10, 8, 4], sitk.sitkUInt8))
+
+
+@pytest.mark.parametrize("make, phrase", [(None, "does not exist"), ("folder", "is a folder")])
+def test_missing_boxes_json_is_refused(tmp_path, make, phrase):
+    path = tmp_path / "boxes.json"
+    if make == "folder":
+        path.mkdir()
+    with pytest.raises(QMedSAMError, match=phrase):
+        read_boxes_json(path, sitk.Image([10, 8, 4], sitk.sitkUInt8))
+
+
+def test_zip_without_npy_members_is_refused(tmp_path):
+    path = tmp_path / "case.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("imgs.npy", b"not an npy header")
+        archive.writestr("boxes.npy", b"nor this")
+    with pytest.raises(QMedSAMError, match="'imgs' is not a numpy array"):
+        load_npz_case(path)
