@@ -11,7 +11,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 from qmedsam.engine import Segmenter
 from qmedsam.npz_io import load_npz_case
 

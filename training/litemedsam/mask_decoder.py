@@ -20,7 +20,19 @@ from .layers import MLP, LayerNorm2d, MatMul
 
 
 class Attention(nn.Module):
-    """Multi-head attention whose projections may shrink the width (``downsample_rate``)."""
+    """Multi-head attention whose projections may shrink the width (``downsample_rate``).
+
+    Two exact re-associations make per-box work cheaper when one side is the 4096 image tokens and the
+    other the 7 prompt tokens (switched on for inference export by ``TwoWayTransformer.fold_projections``;
+    off by default so training and quantization see plain Linear layers):
+    - ``fold_keys`` (few queries, many per-box keys/values): scores = (q_h W_k,h) x^T and
+      output = (softmax · x) W_v,h^T + b_v,h, instead of projecting all 4096 keys and values per box.
+      The key bias adds the same number to a whole row of scores, which softmax ignores; rows of the
+      softmax sum to one, so the value bias passes through unchanged.
+    - ``fold_queries`` (many per-box queries, few keys): scores = x (W_q^T k_h^T) + b_q k_h^T.
+    - ``fold_output``: output = sum over heads of softmax_h · (v_h W_o,h^T) + b_o, never materialising
+      the 4096 x internal-width head outputs.
+    """
 
     def __init__(self, dim: int, num_heads: int, downsample_rate: int = 1) -> None:
         super().__init__()
@@ -36,18 +48,40 @@ class Attention(nn.Module):
         self.out_proj = nn.Linear(internal, dim)
         self.qk_matmul = MatMul()
         self.av_matmul = MatMul()
+        self.fold_keys = self.fold_queries = self.fold_output = False
 
     def _heads(self, x: Tensor) -> Tensor:  # (B, L, C) -> (B, heads, L, C / heads)
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
+    def _per_head(self, linear: nn.Linear) -> Tensor:  # (internal, dim) -> (heads, head width, dim)
+        return linear.weight.unflatten(0, (self.num_heads, -1))
+
+    def _scores(self, q: Tensor, k: Tensor) -> Tensor:  # -> (B, heads, Lq, Lk), before softmax
+        if self.fold_keys:
+            q_through_k = (self._heads(self.q_proj(q)) @ self._per_head(self.k_proj)).flatten(1, 2)
+            return self.qk_matmul(q_through_k, k.transpose(-2, -1)).unflatten(1, (self.num_heads, -1))
+        if self.fold_queries:
+            keys = self._heads(self.k_proj(k)).transpose(-2, -1)  # (N, heads, d, T)
+            folded = (self._per_head(self.q_proj).transpose(-2, -1) @ keys)  # (N, heads, dim, T)
+            offset = self.q_proj.bias.unflatten(0, (self.num_heads, 1, -1)) @ keys  # (N, heads, 1, T)
+            scores = self.qk_matmul(q, folded.transpose(1, 2).flatten(2))  # (N, L, heads * T)
+            return scores.unflatten(-1, (self.num_heads, -1)).transpose(1, 2) + offset
+        return self.qk_matmul(self._heads(self.q_proj(q)), self._heads(self.k_proj(k)).transpose(-2, -1))
+
     def forward(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         # q, k, v may have different batch sizes (1 or N); the matmuls broadcast them.
-        q = self._heads(self.q_proj(q))
-        k = self._heads(self.k_proj(k))
-        v = self._heads(self.v_proj(v))
-        attn = self.qk_matmul(q, k.transpose(-2, -1)) / self.logit_divisor
-        attn = attn.softmax(dim=-1)
-        return self.out_proj(self.av_matmul(attn, v).transpose(1, 2).flatten(2))
+        attn = (self._scores(q, k) / self.logit_divisor).softmax(dim=-1)
+        if self.fold_keys:
+            mixed = self.av_matmul(attn.flatten(1, 2), v).unflatten(1, (self.num_heads, -1))  # (N, heads, Lq, dim)
+            bias = self.v_proj.bias.unflatten(0, (self.num_heads, 1, -1))
+            return self.out_proj((mixed @ self._per_head(self.v_proj).transpose(-2, -1) + bias).transpose(1, 2)
+                                 .flatten(2))
+        if self.fold_output:
+            through_out = self._heads(self.v_proj(v)) @ self.out_proj.weight.unflatten(1, (self.num_heads, -1)) \
+                .permute(1, 2, 0)  # (N, heads, T, dim)
+            mixed = self.av_matmul(attn.transpose(1, 2).flatten(2), through_out.flatten(1, 2))  # (N, Lq, dim)
+            return mixed + self.out_proj.bias
+        return self.out_proj(self.av_matmul(attn, self._heads(self.v_proj(v))).transpose(1, 2).flatten(2))
 
 
 class MLPBlock(nn.Module):
@@ -103,6 +137,18 @@ class TwoWayTransformer(nn.Module):
             for i in range(depth))
         self.final_attn_token_to_image = Attention(dim, num_heads, downsample_rate)
         self.norm_final_attn = nn.LayerNorm(dim)
+
+    def fold_projections(self, enabled: bool = True) -> None:
+        """Exact re-association of the per-box image-side projections (see Attention). The first layer's
+        token->image keys/values and image->token queries are still batch 1 (computed once per image),
+        so only its image->token output is folded; everything after it is per box and fully folded."""
+        first, *rest = self.layers
+        first.cross_attn_image_to_token.fold_output = enabled
+        for layer in rest:
+            layer.cross_attn_token_to_image.fold_keys = enabled
+            layer.cross_attn_image_to_token.fold_queries = enabled
+            layer.cross_attn_image_to_token.fold_output = enabled
+        self.final_attn_token_to_image.fold_keys = enabled
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, tokens: Tensor) -> Tuple[Tensor, Tensor]:
         """image_embedding, image_pe (1 or N, C, H, W); tokens (N, T, C) -> tokens, image tokens (N, HW, C)"""
