@@ -9,18 +9,10 @@ from conftest import case_names
 from qmedsam.catalogue import find_model, load_catalogue
 from qmedsam.engine import Cancelled, Segmenter
 from qmedsam.errors import QMedSAMError
+from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 
 from training.reference import OfficialPipeline
-
-
-def label_dice(a: np.ndarray, b: np.ndarray) -> float:
-    scores = []
-    for label in np.union1d(np.unique(a), np.unique(b)):
-        if label:
-            x, y = a == label, b == label
-            scores.append(2 * np.logical_and(x, y).sum() / max(1, x.sum() + y.sum()))
-    return float(np.mean(scores)) if scores else 1.0
 
 
 @pytest.fixture(scope="session")
@@ -46,16 +38,16 @@ def both_results(shared_data, segmenter):
 def test_openvino_fp32_agrees_with_torch_official_semantics(name, both_results, shared_data):
     case, ours, theirs = both_results[name]
     assert ours.shape == theirs.shape == case.image.shape[: 2 if case.kind == "2D" else 3]
-    agreement = label_dice(ours, theirs)
+    agreement = label_agreement(ours, theirs)
     truth = np.load(shared_data / "gts" / f"{name}.npz", allow_pickle=False)["gts"]
-    print(f"{name}: engine vs torch {agreement:.4f}; DSC vs ground truth: engine {label_dice(ours, truth):.4f}, "
-          f"torch {label_dice(theirs, truth):.4f}")
+    print(f"{name}: engine vs torch {agreement:.4f}; DSC vs ground truth: engine {label_agreement(ours, truth):.4f}, "
+          f"torch {label_agreement(theirs, truth):.4f}")
     assert agreement >= 0.98
 
 
 def test_model_segments_real_objects(both_results, shared_data):
     """The real weights segment the real cases: mean DSC against the ground truth well above chance."""
-    scores = {name: label_dice(ours, np.load(shared_data / "gts" / f"{name}.npz")["gts"])
+    scores = {name: label_agreement(ours, np.load(shared_data / "gts" / f"{name}.npz")["gts"])
               for name, (_, ours, _) in both_results.items()}
     assert np.mean(list(scores.values())) > 0.7, scores
     assert scores["2DBox_US_hc18-000"] > 0.85 and scores["2DBox_Dermoscopy_ham10000-ISIC0024311"] > 0.85

@@ -12,16 +12,8 @@ from pathlib import Path
 
 import numpy as np
 from qmedsam.engine import Segmenter
+from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
-
-
-def label_dice(a: np.ndarray, b: np.ndarray) -> float:
-    scores = []
-    for label in np.union1d(np.unique(a), np.unique(b)):
-        if label:
-            x, y = a == label, b == label
-            scores.append(2 * np.logical_and(x, y).sum() / max(1, x.sum() + y.sum()))
-    return float(np.mean(scores)) if scores else 1.0
 
 
 def main(argv=None) -> None:
@@ -39,7 +31,7 @@ def main(argv=None) -> None:
         case = load_npz_case(path)
         a, b = (e.segment_2d(case.image, case.boxes) if case.kind == "2D" else e.segment_3d(case.image, case.boxes)
                 for e in engines)
-        dices.append(label_dice(a, b))
+        dices.append(label_agreement(a, b))
         differing += int((a != b).sum())
         print(f"| {case.name} | {dices[-1]:.4f} | {int((a != b).sum())} |", flush=True)
     print(f"| **all** | {np.mean(dices):.4f} (min {np.min(dices):.4f}) | {differing} |")

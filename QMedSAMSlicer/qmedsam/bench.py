@@ -112,6 +112,7 @@ def cached_box_ms(data_dir: Path, threads: int, repeats: int) -> dict:
 
 def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool) -> list[dict]:
     from .engine import EmbeddingCache, Segmenter
+    from .metrics import label_agreement
     from .npz_io import load_npz_case
 
     segmenter = Segmenter(None, threads=threads)
@@ -133,7 +134,7 @@ def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool) 
             theirs = reference.segment_case(case.kind, case.image, case.boxes)
             row.update(torch_s=time.perf_counter() - start, torch_encoder_runs=reference.encoder_runs)
             row["speedup"] = row["torch_s"] / row["engine_s"]
-            row["agreement_dice"] = _mean_label_dice(ours, theirs)
+            row["agreement_dice"] = label_agreement(ours, theirs)
         rows.append(row)
         print(f"  {name}: engine {row['engine_s']:.2f} s" +
               (f", torch {row['torch_s']:.2f} s, x{row['speedup']:.1f}" if "torch_s" in row else ""),
@@ -141,20 +142,8 @@ def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool) 
     return rows
 
 
-def _mean_label_dice(a: np.ndarray, b: np.ndarray) -> float:
-    scores = []
-    for label in np.union1d(np.unique(a), np.unique(b)):
-        if label == 0:
-            continue
-        x, y = a == label, b == label
-        scores.append(2 * np.logical_and(x, y).sum() / max(1, x.sum() + y.sum()))
-    return float(np.mean(scores)) if scores else 1.0
-
-
 def many_boxes_probe(data_dir: str, threads: int, boxes_wanted: int = 241) -> None:
     """Child process: 241 real nucleus boxes on a 1920x2560 image tiled from the microscopy case."""
-    import resource
-
     from .engine import Segmenter
     from .npz_io import load_npz_case
 
@@ -166,30 +155,42 @@ def many_boxes_probe(data_dir: str, threads: int, boxes_wanted: int = 241) -> No
              if (box[3] + ty * tile_h) < 1920]
     boxes = np.array(boxes[:boxes_wanted])
     segmenter = Segmenter(None, threads=threads)
-    rss_model = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss_model = _peak_rss_mb()
     start = time.perf_counter()
     labels = segmenter.segment_2d(image, boxes)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _peak_rss_mb()
     print(json.dumps({"image": list(image.shape), "boxes": len(boxes), "labels_found": int(len(np.unique(labels)) - 1),
                       "block_size": segmenter.block_size, "seconds": seconds,
                       "peak_rss_mb_after_model_load": rss_model, "peak_rss_mb": peak}))
 
 
-def decoder_memory_probe(boxes: int, threads: int) -> None:
-    """Child process: peak RSS of one decoder call with `boxes` boxes (sizes DECODER_MB_PER_BOX)."""
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory. Linux's VmHWM starts afresh at exec; ru_maxrss would carry
+    over the peak of the (large) parent that started the probe."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def decoder_memory_probe(boxes: int, threads: int) -> None:
+    """Child process: peak RSS of one decoder call with `boxes` boxes (sizes DECODER_MB_PER_BOX)."""
     from .catalogue import find_model
     from .runtime import CompiledPair
 
     pair = CompiledPair(find_model("litemedsam-fp32"), threads=threads)
     embedding = pair.encode(np.zeros((1, 3, 256, 256), np.float32))
     pair.decode(embedding, np.tile([[10.0, 10, 100, 100]], (1, 1)))  # warm-up at one box
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_rss_mb()
     pair.decode(embedding, np.tile([[10.0, 10, 100, 100]], (boxes, 1)))
     print(json.dumps({"boxes": boxes, "peak_before_mb": before,
-                      "peak_after_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                      "peak_after_mb": _peak_rss_mb()}))
 
 
 def _child(code: str) -> dict:

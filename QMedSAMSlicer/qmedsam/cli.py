@@ -66,6 +66,10 @@ def _plan_jobs(inputs: list[str], outdir: Path, boxes: str | None) -> list[_Job]
     return jobs
 
 
+def _overlay_path(job: _Job) -> Path:
+    return job.output.with_name(_volume_stem(job.source) + "_overlay.png")
+
+
 def _load_job(job: _Job, window):
     """Read and validate one input: (kind, uint8 image, boxes, reference image or None)."""
     if job.boxes_json is None:
@@ -106,12 +110,14 @@ def run_segment(args) -> int:
         raise QMedSAMError(f"Output folder {outdir} exists and is not a folder.")
     window = _parse_window(args.window)
     jobs = _plan_jobs(args.inputs, outdir, args.boxes)
-    for job in jobs:  # read and check every input before anything is written
+    for job in jobs:  # read and check every input, and the model, before anything is written
         _load_job(job, window)
+    segmenter = Segmenter(args.model, threads=args.threads, cache_mb=args.cache_mb)
     _make_folder(outdir)
     for job in jobs:
         check_writable_target(job.output, args.overwrite)
-    segmenter = Segmenter(args.model, threads=args.threads, cache_mb=args.cache_mb)
+        if args.overlay:
+            check_writable_target(_overlay_path(job), args.overwrite)
     for job in tqdm(jobs, desc="cases", unit="case", disable=len(jobs) == 1 or args.quiet):
         kind, image, boxes, reference = _load_job(job, window)
         with tqdm(total=0, desc=job.source.name, unit="slice", leave=False, disable=args.quiet) as bar:
@@ -128,8 +134,7 @@ def run_segment(args) -> int:
         if args.overlay:
             from .overlay import write_overlay_png
 
-            write_overlay_png(job.output.with_name(job.output.name.split(".")[0] + "_overlay.png"),
-                              image, labels, overwrite=args.overwrite)
+            write_overlay_png(_overlay_path(job), image, labels, overwrite=args.overwrite)
         if not args.quiet:
             tqdm.write(f"{job.source.name}: {len(boxes)} box(es) -> {job.output}")
     return 0

@@ -28,7 +28,7 @@ from .validation import validate_boxes_2d, validate_boxes_3d, validate_image_2d,
 EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
 # Peak working memory of the FP32 decoder per box in a batch: `qmedsam bench` measures it (peak RSS growth
 # from 1 to 33 boxes in a fresh process, "decoder working memory" line); this is that number rounded up.
-DECODER_MB_PER_BOX = 24.0
+DECODER_MB_PER_BOX = 36.0
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 
@@ -103,7 +103,7 @@ class Segmenter:
     """LiteMedSAM on OpenVINO. Create once, reuse for many images (the embedding cache lives here)."""
 
     def __init__(self, model: str | ModelEntry | None = None, threads: int | None = None,
-                 cache_mb: float = 512.0, decoder_memory_mb: float = 768.0,
+                 cache_mb: float = 512.0, decoder_memory_mb: float = 512.0,
                  models_dir: Path | None = None, compile_cache_dir: Path | None = None):
         self.entry = model if isinstance(model, ModelEntry) else find_model(model, models_dir)
         self.runtime = CompiledPair(self.entry, threads=threads, cache_dir=compile_cache_dir)

@@ -39,6 +39,13 @@ def dice(pred: np.ndarray, gt: np.ndarray) -> float:
     return 2.0 * int(np.logical_and(pred, gt).sum()) / total
 
 
+def label_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Dice over every label either label map uses: how far two models' results agree."""
+    labels = np.union1d(np.unique(a), np.unique(b))
+    scores = [dice(a == label, b == label) for label in labels if label != 0]
+    return float(np.mean(scores)) if scores else 1.0
+
+
 def normalized_surface_dice(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[float],
                             tolerance_mm: float = NSD_TOLERANCE_MM) -> float:
     """Fraction of both surfaces lying within `tolerance_mm` of the other; `spacing` in array axis order."""

@@ -1,0 +1,1 @@
+"""Slicer glue (SegmentEditorEffect.py) and the Slicer-free decisions it delegates to (every other module)."""
