@@ -5,10 +5,10 @@ import time
 import numpy as np
 import pytest
 import slicer_lib  # noqa: F401
-from QMedSAMSlicerLib.background_encoder import BackgroundEncoder, cache_keys
-from QMedSAMSlicerLib.prefetch_benchmark import SCENARIOS, measure
 from qmedsam.engine import EmbeddingCache, Segmenter
 from qmedsam.preprocess import to_model_input
+from QMedSAMSlicerLib.background_encoder import BackgroundEncoder, cache_keys
+from QMedSAMSlicerLib.prefetch_benchmark import SCENARIOS, measure
 
 
 @pytest.fixture(scope="module")

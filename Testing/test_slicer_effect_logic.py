@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import slicer_lib  # noqa: F401
+from qmedsam.engine import Cancelled
 from QMedSAMSlicerLib.box_geometry import SliceBox, SliceFrame
 from QMedSAMSlicerLib.effect_logic import (
     ADD_SEGMENT,
@@ -19,7 +20,6 @@ from QMedSAMSlicerLib.effect_logic import (
     run_engine_call,
 )
 from QMedSAMSlicerLib.intensity import IntensityWindow
-from qmedsam.engine import Cancelled
 
 AXIAL = SliceFrame(normal_axis=2, row_axis=1, column_axis=0, row_flip=False, column_flip=False, tilt_degrees=0)
 SAGITTAL = SliceFrame(normal_axis=0, row_axis=2, column_axis=1, row_flip=True, column_flip=False, tilt_degrees=0)

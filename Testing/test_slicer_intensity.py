@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 import slicer_lib  # noqa: F401
-from QMedSAMSlicerLib.intensity import choose_window, percentile_window
 from qmedsam.volume_io import to_uint8
+from QMedSAMSlicerLib.intensity import choose_window, percentile_window
 
 
 @pytest.fixture

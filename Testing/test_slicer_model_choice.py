@@ -3,8 +3,8 @@
 from types import SimpleNamespace
 
 import slicer_lib  # noqa: F401
-from QMedSAMSlicerLib.model_choice import default_model_name, model_label, resolve_model_name
 from qmedsam.catalogue import load_catalogue
+from QMedSAMSlicerLib.model_choice import default_model_name, model_label, resolve_model_name
 
 
 def entry(name, precision, default=False, calibration="none"):
