@@ -119,16 +119,16 @@ def test_segments_real_organs(model, case):
 
 
 def test_folded_decoder_projections_are_exact():
-    """The export's re-associated attention (fold_projections) gives the plain decoder's logits."""
+    """The export's re-associated decoder (fold_for_inference) gives the plain decoder's logits."""
     model = load_litemedsam()
     embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(0))
     boxes = torch.tensor([[10.0, 20, 120, 140], [30, 40, 200, 220], [0, 0, 255, 255]])
     with torch.inference_mode():
         plain_logits, plain_iou = model.decode(embedding, boxes)
-        model.mask_decoder.transformer.fold_projections(True)
+        model.mask_decoder.fold_for_inference(True)
         try:
             folded_logits, folded_iou = model.decode(embedding, boxes)
         finally:
-            model.mask_decoder.transformer.fold_projections(False)
+            model.mask_decoder.fold_for_inference(False)
     torch.testing.assert_close(folded_logits, plain_logits, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(folded_iou, plain_iou, atol=1e-5, rtol=1e-5)

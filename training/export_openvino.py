@@ -4,8 +4,8 @@
     python -m training.export_openvino --fp16 --name litemedsam-fp16-weights
 
 The decoder takes the image embedding (1, 256, 64, 64) and N boxes (N, 4) in 256 space, with N dynamic;
-it is traced with 2 example boxes so the box axis stays dynamic, with the decoder's per-box image
-projections folded (training/litemedsam/mask_decoder.py, Attention).
+it is traced with 2 example boxes so the box axis stays dynamic, with the decoder's per-box work
+re-associated exactly (MaskDecoder.fold_for_inference in training/litemedsam/mask_decoder.py).
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ def main(argv=None) -> None:
 
     torch.set_num_threads(2)
     model = load_litemedsam()
-    # Exact re-association of the decoder's per-box projections (~40% fewer per-box MACs).
-    model.mask_decoder.transformer.fold_projections(True)
+    # Exact re-associations of the decoder's per-box work (mask_decoder.py: Attention, _upscaled_masks).
+    model.mask_decoder.fold_for_inference(True)
     encoder, decoder = convert(model)
     folder = MODELS_DIR / args.name
     shutil.rmtree(folder, ignore_errors=True)

@@ -14,6 +14,7 @@ import math
 from typing import Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .layers import MLP, LayerNorm2d, MatMul
@@ -182,6 +183,33 @@ class MaskDecoder(nn.Module):
             MLP(dim, dim, dim // 8, 3) for _ in range(num_mask_tokens))
         self.iou_prediction_head = MLP(dim, iou_head_hidden_dim, num_mask_tokens, iou_head_depth)
         self.mask_matmul = MatMul()
+        self.fold_last_upscaling = False
+
+    def fold_for_inference(self, enabled: bool = True) -> None:
+        """Exact re-associations for inference export (off for training and quantization, which need the
+        plain layers): the transformer's per-box projections, and the last upscaling step (below)."""
+        self.transformer.fold_projections(enabled)
+        self.fold_last_upscaling = enabled
+
+    def _upscaled_masks(self, image_tokens: Tensor, hyper_in: Tensor, h: int, w: int) -> Tensor:
+        """Mask logits (N, 1, 4h, 4w) = hyper_in . upscaled image tokens.
+
+        Folded: the last ConvTranspose (kernel 2, stride 2) is a 1x1 convolution to 4x the channels followed
+        by a pixel shuffle; GELU is elementwise and the hypernetwork product sums over channels only, so the
+        shuffle can come after the product, on 1 channel instead of 32 (no large layout change per box).
+        """
+        image = image_tokens.transpose(1, 2).unflatten(2, (h, w))
+        if not self.fold_last_upscaling:
+            upscaled = self.output_upscaling(image)
+            return self.mask_matmul(hyper_in, upscaled.flatten(2)).unflatten(2, upscaled.shape[-2:])
+        first, norm, act, last, last_act = self.output_upscaling
+        features = act(norm(first(image)))  # (N, C/4, 2h, 2w)
+        out_channels = last.weight.shape[1]
+        as_1x1 = last.weight.permute(1, 2, 3, 0).flatten(0, 2)[..., None, None]  # (C/8 * 4, C/4, 1, 1)
+        expanded = last_act(F.conv2d(features, as_1x1, last.bias.repeat_interleave(4)))
+        n, _, rows, cols = expanded.shape
+        product = self.mask_matmul(hyper_in, expanded.reshape(n, out_channels, 4 * rows * cols))
+        return product.reshape(n, 2, 2, rows, cols).permute(0, 3, 1, 4, 2).reshape(n, 1, 2 * rows, 2 * cols)
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, sparse_embeddings: Tensor,
                 dense_embeddings: Tensor) -> Tuple[Tensor, Tensor]:
@@ -194,8 +222,7 @@ class MaskDecoder(nn.Module):
         h, w = image_embedding.shape[-2:]
         tokens_out, image_tokens = self.transformer(image_embedding + dense_embeddings, image_pe, tokens)
 
-        upscaled = self.output_upscaling(image_tokens.transpose(1, 2).unflatten(2, (h, w)))
         hyper_in = self.output_hypernetworks_mlps[0](tokens_out[:, 1:2, :])  # (N, 1, C / 8)
-        masks = self.mask_matmul(hyper_in, upscaled.flatten(2)).unflatten(2, upscaled.shape[-2:])
+        masks = self._upscaled_masks(image_tokens, hyper_in, h, w)
         iou = self.iou_prediction_head(tokens_out[:, 0, :])[:, :1]
         return masks, iou
