@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import case_names
 from qmedsam.catalogue import find_model, load_catalogue
-from qmedsam.engine import Cancelled, Segmenter
+from qmedsam.engine import Cancelled, Segmenter, segment_case
 from qmedsam.errors import QMedSAMError
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
@@ -28,8 +28,7 @@ def both_results(shared_data, segmenter):
     results = {}
     for name in case_names():
         case = load_npz_case(shared_data / "imgs" / f"{name}.npz")
-        ours = segmenter.segment_2d(case.image, case.boxes) if case.kind == "2D" else \
-            segmenter.segment_3d(case.image, case.boxes)
+        ours = segment_case(segmenter, case.kind, case.image, case.boxes)
         results[name] = (case, ours, reference.segment_case(case.kind, case.image, case.boxes))
     return results
 
@@ -60,8 +59,7 @@ def test_block_size_does_not_change_results(name, shared_data, segmenter, both_r
     try:
         for block in (1, 64):
             segmenter.block_size = block
-            result = segmenter.segment_2d(case.image, case.boxes) if case.kind == "2D" else \
-                segmenter.segment_3d(case.image, case.boxes)
+            result = segment_case(segmenter, case.kind, case.image, case.boxes)
             np.testing.assert_array_equal(result, reference_result)
     finally:
         segmenter.block_size = block_before

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from qmedsam.engine import Segmenter
+from qmedsam.engine import Segmenter, segment_case
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 
@@ -29,8 +29,7 @@ def main(argv=None) -> None:
     dices, differing = [], 0
     for path in sorted((Path(args.data) / "imgs").glob("*.npz")):
         case = load_npz_case(path)
-        a, b = (e.segment_2d(case.image, case.boxes) if case.kind == "2D" else e.segment_3d(case.image, case.boxes)
-                for e in engines)
+        a, b = (segment_case(e, case.kind, case.image, case.boxes) for e in engines)
         dices.append(label_agreement(a, b))
         differing += int((a != b).sum())
         print(f"| {case.name} | {dices[-1]:.4f} | {int((a != b).sum())} |", flush=True)

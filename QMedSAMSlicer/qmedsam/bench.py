@@ -121,7 +121,7 @@ def _timed(function, runs: int):
 
 
 def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool, repeats: int = 3) -> list[dict]:
-    from .engine import EmbeddingCache, Segmenter
+    from .engine import EmbeddingCache, Segmenter, segment_case
     from .metrics import label_agreement
     from .npz_io import load_npz_case
 
@@ -135,8 +135,7 @@ def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool, 
 
         def engine_run(case=case):
             segmenter.cache = EmbeddingCache(512)  # every run starts cold, as a fresh file would
-            return segmenter.segment_2d(case.image, case.boxes) if case.kind == "2D" else \
-                segmenter.segment_3d(case.image, case.boxes)
+            return segment_case(segmenter, case.kind, case.image, case.boxes)
 
         runs_before = segmenter.stats.encoder_runs
         seconds, ours = _timed(engine_run, runs)

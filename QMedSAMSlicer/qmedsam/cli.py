@@ -101,7 +101,7 @@ def run_segment(args) -> int:
     from tqdm import tqdm
 
     from .atomic import check_writable_target
-    from .engine import Segmenter
+    from .engine import Segmenter, segment_case
     from .npz_io import save_segs_npz
     from .volume_io import write_label_image
 
@@ -125,8 +125,7 @@ def run_segment(args) -> int:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            labels = (segmenter.segment_2d(image, boxes) if kind == "2D"
-                      else segmenter.segment_3d(image, boxes, progress=progress))
+            labels = segment_case(segmenter, kind, image, boxes, progress=progress)
         if reference is None:
             save_segs_npz(job.output, labels, overwrite=args.overwrite)
         else:

@@ -226,7 +226,7 @@ class Segmenter:
 
 def segment_case(segmenter: Segmenter, kind: str, image: np.ndarray, boxes: np.ndarray,
                  progress: Progress | None = None) -> np.ndarray:
-    """Dispatch a challenge case ('2D' image or '3D' volume) to the right engine call."""
+    """Dispatch a case ('2D' image with (N, 4) boxes or '3D' volume with (N, 6) boxes) to the engine call."""
     if kind == "2D":
         return segmenter.segment_2d(image, boxes)
     if kind == "3D":
