@@ -3,6 +3,7 @@
 import shutil
 
 import numpy as np
+import openvino as ov
 import pytest
 import torch
 from conftest import case_names
@@ -131,3 +132,11 @@ def test_model_files_are_verified_before_use(tmp_path):
 def test_unknown_model_name_lists_known_ones():
     with pytest.raises(QMedSAMError, match="litemedsam-fp32"):
         find_model("no-such-model")
+
+
+def test_float_arithmetic_is_f32_unless_bf16_is_asked_for(segmenter):
+    # OpenVINO would pick bf16 on CPUs that have it; the engine must not, or masks depend on the laptop.
+    for compiled in (segmenter.runtime.encoder, segmenter.runtime.decoder):
+        assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    with pytest.raises(QMedSAMError, match="f32, bf16"):
+        Segmenter("litemedsam-fp32", inference_precision="fp8")

@@ -1,4 +1,4 @@
-"""INT8 by default when shipped, FP32 otherwise; a saved choice wins while it exists."""
+"""The catalogue's default (INT8 once it is marked default), never an unmarked baseline; a saved choice wins."""
 
 from types import SimpleNamespace
 
@@ -11,10 +11,10 @@ def entry(name, precision, default=False, calibration="none"):
     return SimpleNamespace(name=name, precision=precision, default=default, calibration=calibration)
 
 
-def test_int8_is_preferred_over_the_fp32_default():
-    entries = [entry("fp32", "fp32", default=True), entry("int8-dfq", "int8"), entry("int8-qat", "int8")]
-    assert default_model_name(entries) == "int8-dfq"
-    entries[2] = entry("int8-qat", "int8", default=True)
+def test_int8_is_used_when_marked_default_and_baselines_are_not():
+    entries = [entry("fp32", "fp32", default=True), entry("int8-nncf", "int8"), entry("int8-qat", "int8")]
+    assert default_model_name(entries) == "fp32"
+    entries = [entry("fp32", "fp32"), entry("int8-nncf", "int8"), entry("int8-qat", "int8", default=True)]
     assert default_model_name(entries) == "int8-qat"
 
 

@@ -75,7 +75,7 @@ def _torch_side():
 
 def latency_rows(threads: int, repeats: int, with_torch: bool) -> list[dict]:
     from .catalogue import load_catalogue
-    from .runtime import CompiledPair
+    from .runtime import CompiledPair, supports_bf16
 
     rng = np.random.default_rng(0)
     image = rng.random((1, 3, 256, 256), dtype=np.float32)
@@ -83,10 +83,13 @@ def latency_rows(threads: int, repeats: int, with_torch: bool) -> list[dict]:
     rows = []
     if with_torch:
         rows.append(_torch_side().latency_row(threads, image, boxes, _median_ms, repeats))
-    for entry in load_catalogue():
-        pair = CompiledPair(entry, threads=threads)
+    variants = [(entry, "f32") for entry in load_catalogue()]
+    if supports_bf16():  # what OpenVINO would pick by default on this CPU, for comparison
+        variants += [(entry, "bf16") for entry in load_catalogue() if entry.precision == "fp32"]
+    for entry, precision in variants:
+        pair = CompiledPair(entry, threads=threads, inference_precision=precision)
         embedding = pair.encode(image)
-        rows.append({"model": entry.name,
+        rows.append({"model": entry.name if precision == "f32" else f"{entry.name} @bf16",
                      "encoder_ms": _median_ms(lambda pair=pair: pair.encode(image), repeats),
                      "decoder_1_ms": _median_ms(lambda pair=pair, e=embedding: pair.decode(e, boxes[:1]), repeats),
                      "decoder_16_ms": _median_ms(lambda pair=pair, e=embedding: pair.decode(e, boxes),

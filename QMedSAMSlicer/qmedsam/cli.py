@@ -112,7 +112,8 @@ def run_segment(args) -> int:
     jobs = _plan_jobs(args.inputs, outdir, args.boxes)
     for job in jobs:  # read and check every input, and the model, before anything is written
         _load_job(job, window)
-    segmenter = Segmenter(args.model, threads=args.threads, cache_mb=args.cache_mb)
+    segmenter = Segmenter(args.model, threads=args.threads, cache_mb=args.cache_mb,
+                          inference_precision=args.inference_precision)
     _make_folder(outdir)
     for job in jobs:
         check_writable_target(job.output, args.overwrite)
@@ -176,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     segment.add_argument("--model", default=None, help="catalogue name (default: the catalogue's default)")
     segment.add_argument("--threads", type=int, default=None, help="CPU threads for OpenVINO (default: all)")
+    segment.add_argument("--inference-precision", choices=("f32", "bf16"), default="f32",
+                         help="float arithmetic: f32 (default, same masks on every CPU) or bf16 (about 2x "
+                              "faster on CPUs with AVX512-BF16/AMX, slightly different masks)")
     segment.add_argument("--boxes", default=None, help="boxes JSON for a single volume input")
     segment.add_argument("--window", default=None, metavar="LEVEL,WIDTH",
                          help="intensity window for non-uint8 volumes, e.g. 40,400 for CT (default: "

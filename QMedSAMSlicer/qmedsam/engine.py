@@ -104,9 +104,11 @@ class Segmenter:
 
     def __init__(self, model: str | ModelEntry | None = None, threads: int | None = None,
                  cache_mb: float = 512.0, decoder_memory_mb: float = 512.0,
-                 models_dir: Path | None = None, compile_cache_dir: Path | None = None):
+                 models_dir: Path | None = None, compile_cache_dir: Path | None = None,
+                 inference_precision: str = "f32"):
         self.entry = model if isinstance(model, ModelEntry) else find_model(model, models_dir)
-        self.runtime = CompiledPair(self.entry, threads=threads, cache_dir=compile_cache_dir)
+        self.runtime = CompiledPair(self.entry, threads=threads, cache_dir=compile_cache_dir,
+                                    inference_precision=inference_precision)
         self.cache = EmbeddingCache(cache_mb)
         self.block_size = max(1, int(decoder_memory_mb // DECODER_MB_PER_BOX))
         self.stats = EngineStats()

@@ -1,0 +1,124 @@
+"""Quantization as a transformation of the one model, QCDQ export, and the shipped INT8 model at run time."""
+
+import numpy as np
+import onnx
+import openvino as ov
+import pytest
+import torch
+from qmedsam.catalogue import find_model
+from qmedsam.engine import Segmenter, segment_case
+from qmedsam.metrics import label_agreement
+from qmedsam.npz_io import load_npz_case
+from qmedsam.preprocess import to_model_input
+from torch import nn
+
+from training.export_qcdq import fold_weight_clips, runtime_precisions
+from training.litemedsam import load_litemedsam
+from training.litemedsam.layers import MatMul
+from training.quantize import QuantMatMul, QuantRecipe, calibrate, fold_batchnorm, quantize
+
+INT8_MODEL = "litemedsam-int8-ptq"
+
+
+@pytest.fixture(scope="module")
+def float_model():
+    torch.set_num_threads(2)
+    return load_litemedsam().eval()
+
+
+@pytest.fixture(scope="module")
+def us_image(shared_data):
+    case = load_npz_case(shared_data / "imgs" / "2DBox_US_hc18-000.npz")
+    return torch.from_numpy(np.ascontiguousarray(to_model_input(case.image)[0]))
+
+
+def _count(module, types):
+    return sum(isinstance(m, types) for m in module.modules())
+
+
+def test_recipe_rejects_unknown_fields_and_parts():
+    with pytest.raises(ValueError, match="weight_bitz"):
+        QuantRecipe.from_dict({"weight_bitz": 8})
+    with pytest.raises(ValueError, match="prompt_encoder"):
+        QuantRecipe.from_dict({"parts": ["prompt_encoder"]})
+    recipe = QuantRecipe.from_dict({"weight_per_channel": True, "keep_float": ["image_encoder.neck"]})
+    assert QuantRecipe.from_dict(recipe.to_dict()) == recipe
+
+
+def test_batchnorm_folding_keeps_the_embedding(float_model, us_image):
+    model = load_litemedsam().eval()
+    assert fold_batchnorm(model) == _count(float_model, nn.BatchNorm2d) > 0
+    assert _count(model, nn.BatchNorm2d) == 0
+    with torch.no_grad():
+        expected, folded = float_model.embed(us_image), model.embed(us_image)
+    assert torch.allclose(folded, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_paper_recipe_quantizes_every_matmul_of_encoder_and_decoder_only(float_model):
+    model = load_litemedsam().eval()
+    report = quantize(model, QuantRecipe())
+    layers = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, MatMul)
+    expected = _count(float_model.image_encoder, layers) + _count(float_model.mask_decoder, layers)
+    assert len(report) == expected and all(row["quantized"] for row in report)
+    assert _count(model.image_encoder, QuantMatMul) == 2 * 10  # q·kᵀ and attn·v in each of 10 TinyViT blocks
+    assert _count(model.mask_decoder, QuantMatMul) == 2 * 7 + 1  # 7 attentions + the hypernetwork product
+    # What stays float: the prompt encoder, norms, activations.
+    assert _count(model.prompt_encoder, (nn.Linear, nn.Conv2d)) == _count(float_model.prompt_encoder,
+                                                                          (nn.Linear, nn.Conv2d))
+    assert _count(model, nn.LayerNorm) == _count(float_model, nn.LayerNorm)
+
+
+def test_measured_recipe_keeps_depthwise_and_patch_embedding_float():
+    model = load_litemedsam().eval()
+    recipe = QuantRecipe.from_dict({"float_depthwise": True, "keep_float": ["image_encoder.patch_embed"]})
+    report = {row["layer"]: row for row in quantize(model, recipe)}
+    kept = [name for name, row in report.items() if not row["quantized"]]
+    assert report["image_encoder.layers.0.blocks.0.conv2.c"]["reason"] == "float_depthwise"
+    assert report["image_encoder.patch_embed.seq.0.c"]["reason"] == "keep_float"
+    assert len(kept) == 15 + 2  # 2 MBConv + 3 patch-merging + 10 local depthwise convs, 2 patch-embed convs
+    assert isinstance(model.image_encoder.layers[0].blocks[0].conv2.c, nn.Conv2d)
+
+
+def test_weight_clip_folding_changes_no_number(tmp_path):
+    from brevitas.export import export_onnx_qcdq
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(4, 8, 3), nn.GELU(), nn.Conv2d(8, 4, 1)).eval()
+    wrapper = nn.Module()
+    wrapper.image_encoder, wrapper.mask_decoder = net, nn.Identity()
+    quantize(wrapper, QuantRecipe.from_dict({"parts": ["image_encoder"]}))
+    x = torch.randn(1, 4, 12, 12)
+    calibrate(wrapper.image_encoder, [])  # no batches: scales stay at their statistics-free init
+    with torch.no_grad():
+        net.train()
+        for _ in range(3):
+            net(x)
+        net.eval()
+        expected = net(x).numpy()
+    path = tmp_path / "net.onnx"
+    export_onnx_qcdq(net, args=(x,), export_path=str(path), opset_version=17, dynamo=False)
+    model = onnx.load(str(path))
+    clips_before = sum(node.op_type == "Clip" for node in model.graph.node)
+    assert fold_weight_clips(model) == 2 and clips_before >= 2
+    onnx.save(model, str(path))
+    actual = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})({0: x.numpy()})[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
+
+
+def test_shipped_int8_model_runs_int8_kernels():
+    entry = find_model(INT8_MODEL)
+    encoder = runtime_precisions(entry.folder / entry.encoder)
+    decoder = runtime_precisions(entry.folder / entry.decoder)
+    # Every TinyViT Linear (qkv, proj, fc1, fc2 in 10 blocks) and every 1x1/3x3 dense convolution in int8;
+    # only the float-by-recipe depthwise and patch-embedding convolutions stay f32.
+    assert encoder.get("FullyConnected i8") == 40 and "FullyConnected f32" not in encoder
+    assert encoder.get("Convolution f32") == 17
+    assert decoder.get("FullyConnected i8", 0) >= 38 and decoder.get("MatMul i8") == 1
+
+
+def test_int8_model_runs_through_the_engine_like_fp32(shared_data):
+    case = load_npz_case(shared_data / "imgs" / "2DBox_Endoscopy_kvasir-cju0roawvklr.npz")
+    results = [segment_case(Segmenter(name, threads=2), case.kind, case.image, case.boxes)
+               for name in ("litemedsam-fp32", INT8_MODEL)]
+    assert set(np.unique(results[1])) == {0, 1, 2}
+    assert label_agreement(results[1], results[0]) >= 0.95

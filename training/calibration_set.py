@@ -1,0 +1,80 @@
+"""Calibration items from real labelled cases: model-space images and their boxes.
+
+Shared by the post-training quantizers (NNCF on the OpenVINO IR, Brevitas on the torch model): 2D images
+with their boxes, and for 3D cases a few slices inside each box's z range (always the middle slice that
+the box prompts), each with the boxes that cover it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+import numpy as np
+from qmedsam.npz_io import load_npz_case
+from qmedsam.preprocess import boxes_to_model_space, to_model_input
+
+MAX_BOXES = 16
+SLICES_PER_BOX = 3
+
+
+@dataclass
+class CalibrationItem:
+    case: str
+    slice_index: Optional[int]  # None for a 2D image
+    image: np.ndarray  # (1, 3, 256, 256) float32 encoder input
+    boxes: np.ndarray  # (N, 4) float32 boxes in 256 space
+    embedding: Optional[np.ndarray] = None  # (1, 256, 64, 64) from the FP32 encoder
+
+    @property
+    def label(self) -> str:
+        return self.case if self.slice_index is None else f"{self.case}[z={self.slice_index}]"
+
+
+def _spread(count: int, limit: int) -> np.ndarray:
+    """Up to `limit` indices spread evenly over range(count)."""
+    if count <= limit:
+        return np.arange(count)
+    return np.unique(np.linspace(0, count - 1, limit).round().astype(int))
+
+
+def slices_for_box(z_low: int, z_high: int, count: int = SLICES_PER_BOX) -> list[int]:
+    """`count` slices from z_low to z_high, always including the middle one the box prompts (engine.segment_3d)."""
+    middle = int((z_high - z_low) / 2 + z_low)
+    if count <= 1:
+        return [middle]
+    lower = np.linspace(z_low, middle, count // 2 + 1)[:-1] if middle > z_low else []
+    upper = np.linspace(middle, z_high, (count - 1) // 2 + 1)[1:] if z_high > middle else []
+    picked = {middle, *(int(round(z)) for z in lower), *(int(round(z)) for z in upper)}
+    return sorted(picked)
+
+
+def calibration_items(data_dir: Path, cases: Optional[Iterable[str]] = None, exclude: Sequence[str] = (),
+                      max_boxes: int = MAX_BOXES, slices_per_box: int = SLICES_PER_BOX) -> list[CalibrationItem]:
+    """Encoder inputs and 256-space boxes from data_dir/imgs/*.npz (cases: names to keep, default all)."""
+    paths = sorted((Path(data_dir) / "imgs").glob("*.npz"))
+    if cases is not None:
+        wanted = set(cases)
+        paths = [p for p in paths if p.stem in wanted]
+    paths = [p for p in paths if not any(part in p.stem for part in exclude)]
+    if not paths:
+        raise SystemExit(f"no calibration cases in {Path(data_dir) / 'imgs'}")
+    items = []
+    for path in paths:
+        case = load_npz_case(path)
+        if case.kind == "2D":
+            height, width = case.image.shape[:2]
+            boxes = boxes_to_model_space(case.boxes, height, width)
+            items.append(CalibrationItem(case.name, None, to_model_input(case.image)[0],
+                                         boxes[_spread(len(boxes), max_boxes)]))
+            continue
+        depth, height, width = case.image.shape
+        ranges = [(int(np.floor(b[2])), min(int(np.ceil(b[5])), depth - 1)) for b in case.boxes]
+        slices = sorted({z for low, high in ranges for z in slices_for_box(low, high, slices_per_box)})
+        for z in slices:
+            covering = [i for i, (low, high) in enumerate(ranges) if low <= z <= high]
+            boxes = boxes_to_model_space(case.boxes[covering][:, [0, 1, 3, 4]], height, width)
+            items.append(CalibrationItem(case.name, z, to_model_input(case.image[z])[0],
+                                         boxes[_spread(len(boxes), max_boxes)]))
+    return items

@@ -1,0 +1,167 @@
+"""Quantized LiteMedSAM → Brevitas QCDQ ONNX → OpenVINO IR in the model catalogue.
+
+QCDQ is QuantizeLinear → Clip → DequantizeLinear. OpenVINO's low-precision transformations turn a
+DequantizeLinear feeding a Conv/MatMul into a real int8 kernel, except where a Clip sits on the int8
+*weights*: that keeps the layer in f32 at run time. The weights are constants, so the Clip is applied to
+the stored int8 values here and removed (`fold_weight_clips`), which changes no number.
+Likewise an all-zero zero point of a DequantizeLinear is dropped (`drop_zero_zero_points`): the exporter
+shares one zero-point tensor between layers of the same width, OpenVINO then keeps a run-time Subtract on
+those weights and cannot use int8 kernels for them (seen for every attention `proj` and MLP `fc2`).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import openvino as ov
+import openvino.opset13 as opset
+import torch
+from onnx import numpy_helper
+
+from training.litemedsam.model import DecoderForExport, EncoderForExport
+
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="fast_hadamard_transform")
+    from brevitas.export import export_onnx_qcdq
+
+EXAMPLE_BOXES = torch.tensor([[10.0, 20, 120, 140], [30, 40, 200, 220]])  # 2 boxes: keeps N dynamic
+
+
+def fold_weight_clips(model: onnx.ModelProto) -> int:
+    """Apply every Clip whose input is a constant (int8 weights) to that constant and drop the Clip."""
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
+
+    def constant_value(name: str):
+        if name in initializers:
+            return numpy_helper.to_array(initializers[name])
+        if name in constants:
+            return numpy_helper.to_array(constants[name].attribute[0].t)
+        return None
+
+    folded, keep, renames = 0, [], {}
+    for node in graph.node:
+        if node.op_type == "Clip" and constant_value(node.input[0]) is not None:
+            weights = constant_value(node.input[0])
+            low = constant_value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
+            high = constant_value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            if (len(node.input) > 1 and node.input[1] and low is None) or (
+                    len(node.input) > 2 and node.input[2] and high is None):
+                keep.append(node)  # bounds computed at run time: leave it
+                continue
+            clipped = np.clip(weights, low if low is not None else weights.min(),
+                              high if high is not None else weights.max()).astype(weights.dtype)
+            name = node.output[0] + "_folded"
+            graph.initializer.append(numpy_helper.from_array(clipped, name))
+            renames[node.output[0]] = name
+            folded += 1
+        else:
+            keep.append(node)
+    for node in keep:
+        for i, name in enumerate(node.input):
+            if name in renames:
+                node.input[i] = renames[name]
+    del graph.node[:]
+    graph.node.extend(keep)
+    return folded
+
+
+def drop_zero_zero_points(model: onnx.ModelProto) -> int:
+    """Remove constant all-zero zero points from DequantizeLinear nodes (the ONNX default is zero)."""
+    graph = model.graph
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    values.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t)
+                   for node in graph.node if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    dropped = 0
+    for node in graph.node:
+        if node.op_type == "DequantizeLinear" and len(node.input) == 3:
+            zero_point = values.get(node.input[2])
+            if zero_point is not None and not np.any(zero_point):
+                del node.input[2]
+                dropped += 1
+    return dropped
+
+
+def _to_openvino(module: torch.nn.Module, args: tuple, input_names: list, output_names: list,
+                 dynamic_axes: dict | None, work: Path) -> tuple[ov.Model, int]:
+    path = work / f"{input_names[-1]}.onnx"
+    with torch.no_grad():
+        export_onnx_qcdq(module, args=args, export_path=str(path), input_names=input_names,
+                         output_names=output_names, dynamic_axes=dynamic_axes, opset_version=17, dynamo=False,
+                         do_constant_folding=False)
+    model = onnx.load(str(path))
+    folded = fold_weight_clips(model)
+    drop_zero_zero_points(model)
+    onnx.save(model, str(path))
+    return ov.convert_model(str(path)), folded
+
+
+def convert_quantized(model: torch.nn.Module) -> tuple[ov.Model, ov.Model, dict]:
+    """OpenVINO encoder and decoder of a (Brevitas-)quantized LiteMedSAM, with a few export facts."""
+    model.eval()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        encoder, enc_folded = _to_openvino(EncoderForExport(model), (torch.rand(1, 3, 256, 256),),
+                                           ["image"], ["image_embedding"], None, work)
+        decoder, dec_folded = _to_openvino(
+            DecoderForExport(model), (torch.rand(1, 256, 64, 64), EXAMPLE_BOXES),
+            ["image_embedding", "boxes"], ["low_res_logits", "iou"],
+            {"boxes": {0: "boxes"}, "low_res_logits": {0: "boxes"}, "iou": {0: "boxes"}}, work)
+    return encoder, decoder, {"weight_clips_folded": {"encoder": enc_folded, "decoder": dec_folded}}
+
+
+def store_large_float_constants_as_fp16(model: ov.Model, min_elements: int = 1 << 16) -> int:
+    """Store big folded float tables as fp16 + Convert; returns the bytes saved.
+
+    The exporters fold input-independent subgraphs into constants: the relative-position attention bias of
+    every TinyViT block (up to 5x196x196) and the decoder's positional encoding and "no mask" embedding
+    (256x64x64 each). In f32 they would make up half of the INT8 files. OpenVINO turns them back into f32
+    when it compiles; fp16 rounding (~5e-4 relative) is far below the int8 activation noise they feed.
+    Weights and quantization scales are smaller than `min_elements` and stay untouched.
+    """
+    saved = 0
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "Constant" or op.get_output_element_type(0) != ov.Type.f32:
+            continue
+        values = op.get_data()
+        if values.size < min_elements:
+            continue
+        half = opset.constant(values.astype(np.float16))
+        as_float = opset.convert(half, ov.Type.f32)
+        for target in list(op.output(0).get_target_inputs()):
+            target.replace_source_output(as_float.output(0))
+        saved += values.size * 2
+    model.validate_nodes_and_infer_types()
+    return saved
+
+
+def save_pair(encoder: ov.Model, decoder: ov.Model, folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    # No blanket fp16 compression: quantization scales, biases and LayerNorm parameters stay f32.
+    for model in (encoder, decoder):
+        store_large_float_constants_as_fp16(model)
+    ov.save_model(encoder, folder / "encoder.xml", compress_to_fp16=False)
+    ov.save_model(decoder, folder / "decoder.xml", compress_to_fp16=False)
+
+
+COMPUTE_LAYERS = ("Convolution", "FullyConnected", "MatMul", "Deconvolution", "GroupConvolution")
+
+
+def runtime_precisions(xml: Path, threads: int = 2) -> dict:
+    """What OpenVINO's CPU plugin really runs: {"<layer type> <precision>": count} over compute layers,
+    read from the compiled model's execution graph (f32 float arithmetic, as the engine uses)."""
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                         "INFERENCE_NUM_THREADS": threads})
+    counts = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        layer = info["layerType"].astype(str)
+        if layer in COMPUTE_LAYERS:
+            counts[f"{layer} {info['runtimePrecision'].astype(str)}"] += 1
+    return dict(sorted(counts.items()))
