@@ -32,37 +32,31 @@ with warnings.catch_warnings():
 EXAMPLE_BOXES = torch.tensor([[10.0, 20, 120, 140], [30, 40, 200, 220]])  # 2 boxes: keeps N dynamic
 
 
+def _constant_values(graph: onnx.GraphProto) -> dict:
+    """Every constant tensor of the graph (initializers and Constant nodes) by output name."""
+    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    values.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t)
+                   for node in graph.node if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    return values
+
+
 def fold_weight_clips(model: onnx.ModelProto) -> int:
-    """Apply every Clip whose input is a constant (int8 weights) to that constant and drop the Clip."""
+    """Apply every Clip whose input and bounds are constants (int8 weights) to that constant; drop the Clip."""
     graph = model.graph
-    initializers = {init.name: init for init in graph.initializer}
-    constants = {node.output[0]: node for node in graph.node if node.op_type == "Constant"}
-
-    def constant_value(name: str):
-        if name in initializers:
-            return numpy_helper.to_array(initializers[name])
-        if name in constants:
-            return numpy_helper.to_array(constants[name].attribute[0].t)
-        return None
-
+    values = _constant_values(graph)
     folded, keep, renames = 0, [], {}
     for node in graph.node:
-        if node.op_type == "Clip" and constant_value(node.input[0]) is not None:
-            weights = constant_value(node.input[0])
-            low = constant_value(node.input[1]) if len(node.input) > 1 and node.input[1] else None
-            high = constant_value(node.input[2]) if len(node.input) > 2 and node.input[2] else None
-            if (len(node.input) > 1 and node.input[1] and low is None) or (
-                    len(node.input) > 2 and node.input[2] and high is None):
-                keep.append(node)  # bounds computed at run time: leave it
-                continue
-            clipped = np.clip(weights, low if low is not None else weights.min(),
-                              high if high is not None else weights.max()).astype(weights.dtype)
-            name = node.output[0] + "_folded"
-            graph.initializer.append(numpy_helper.from_array(clipped, name))
-            renames[node.output[0]] = name
-            folded += 1
-        else:
+        bounds = [name for name in node.input[1:] if name]
+        if node.op_type != "Clip" or node.input[0] not in values or any(b not in values for b in bounds):
             keep.append(node)
+            continue
+        weights = values[node.input[0]]
+        low = values[node.input[1]] if len(node.input) > 1 and node.input[1] else weights.min()
+        high = values[node.input[2]] if len(node.input) > 2 and node.input[2] else weights.max()
+        name = node.output[0] + "_folded"
+        graph.initializer.append(numpy_helper.from_array(np.clip(weights, low, high).astype(weights.dtype), name))
+        renames[node.output[0]] = name
+        folded += 1
     for node in keep:
         for i, name in enumerate(node.input):
             if name in renames:
@@ -74,12 +68,9 @@ def fold_weight_clips(model: onnx.ModelProto) -> int:
 
 def drop_zero_zero_points(model: onnx.ModelProto) -> int:
     """Remove constant all-zero zero points from DequantizeLinear nodes (the ONNX default is zero)."""
-    graph = model.graph
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    values.update({node.output[0]: numpy_helper.to_array(node.attribute[0].t)
-                   for node in graph.node if node.op_type == "Constant" and node.attribute[0].name == "value"})
+    values = _constant_values(model.graph)
     dropped = 0
-    for node in graph.node:
+    for node in model.graph.node:
         if node.op_type == "DequantizeLinear" and len(node.input) == 3:
             zero_point = values.get(node.input[2])
             if zero_point is not None and not np.any(zero_point):
