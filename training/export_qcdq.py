@@ -23,6 +23,7 @@ import openvino.opset13 as opset
 import torch
 from onnx import numpy_helper
 
+from training.compact_tables import compact_tables
 from training.litemedsam.model import DecoderForExport, EncoderForExport
 
 with warnings.catch_warnings():
@@ -104,17 +105,18 @@ def convert_quantized(model: torch.nn.Module) -> tuple[ov.Model, ov.Model, dict]
             DecoderForExport(model), (torch.rand(1, 256, 64, 64), EXAMPLE_BOXES),
             ["image_embedding", "boxes"], ["low_res_logits", "iou"],
             {"boxes": {0: "boxes"}, "low_res_logits": {0: "boxes"}, "iou": {0: "boxes"}}, work)
-    return encoder, decoder, {"weight_clips_folded": {"encoder": enc_folded, "decoder": dec_folded}}
+    compacted = compact_tables(encoder, model) + compact_tables(decoder, model)
+    return encoder, decoder, {"weight_clips_folded": {"encoder": enc_folded, "decoder": dec_folded},
+                              "compacted_tables": compacted}
 
 
 def store_large_float_constants_as_fp16(model: ov.Model, min_elements: int = 1 << 16) -> int:
-    """Store big folded float tables as fp16 + Convert; returns the bytes saved.
+    """Store big float constants that compact_tables did not recognise as fp16 + Convert; returns bytes saved.
 
-    The exporters fold input-independent subgraphs into constants: the relative-position attention bias of
-    every TinyViT block (up to 5x196x196) and the decoder's positional encoding and "no mask" embedding
-    (256x64x64 each). In f32 they would make up half of the INT8 files. OpenVINO turns them back into f32
-    when it compiles; fp16 rounding (~5e-4 relative) is far below the int8 activation noise they feed.
-    Weights and quantization scales are smaller than `min_elements` and stay untouched.
+    A safety net: in LiteMedSAM every folded table is rebuilt from its sources (training/compact_tables.py)
+    and nothing this large is left. Should a model change leave one, it costs half, not all, of its f32
+    size; OpenVINO turns it back into f32 when it compiles, and fp16 rounding (~5e-4 relative) is far below
+    the int8 activation noise it would feed. Weights and quantization scales are smaller than `min_elements`.
     """
     saved = 0
     for op in model.get_ordered_ops():

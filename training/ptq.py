@@ -1,7 +1,7 @@
 """Post-training quantization with Brevitas: recipe → calibrate on real images → QCDQ → OpenVINO catalogue.
 
     python -m training.ptq --recipe training/configs/recipe-int8.yaml --name litemedsam-int8-ptq
-    python -m training.ptq --recipe training/configs/recipe-paper.yaml --name litemedsam-int8-ptq-paper
+    python -m training.ptq --recipe training/configs/recipe-paper.yaml --name ptq-paper --models-dir runs/qat/models
 
 This is the baseline that quantization-aware training must beat, and the starting point of QAT (the
 same calibration initialises its learned activation scales). Calibration items come from
@@ -58,6 +58,8 @@ def main(argv=None) -> None:
     parser.add_argument("--exclude", nargs="*", default=[], help="case names (or parts) left out of calibration")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--default", action="store_true", help="make this the catalogue's default model")
+    parser.add_argument("--models-dir", type=Path, default=MODELS_DIR,
+                        help="catalogue folder (default: the extension's shipped models)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -83,7 +85,7 @@ def main(argv=None) -> None:
                              "boxes": int(sum(len(item.boxes) for item in items))},
         "command": invoked_command(),
         "versions": library_versions("torch", "brevitas", "onnx", "openvino"),
-    })
+    }, args.models_dir)
     print(f"{args.name}: {entry['quantized_layers']} layers quantized, {len(float_layers)} float; "
           f"calibration {calibrated - started:.0f} s, export {time.perf_counter() - calibrated:.0f} s")
     for part, counts in entry["runtime_precisions"].items():

@@ -176,15 +176,17 @@ def is_quantized(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-def calibrate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]]) -> int:
-    """Initialise every activation scale from statistics of (images, boxes) batches; returns the count.
+def calibrate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], scope: Optional[nn.Module] = None) -> int:
+    """Initialise the activation scales in `scope` (default: all) from (images, boxes) batches; returns the count.
 
     Brevitas collects percentile statistics in calibration mode and turns them into the learned scale
-    parameters on exit, so quantization-aware training starts from good scales.
+    parameters on exit, so quantization-aware training starts from good scales. A scope (e.g. the mask
+    decoder, newly quantized in QAT stage 2) is calibrated while the rest of the model runs as it is,
+    already-quantized parts included.
     """
     model.eval()
     count = 0
-    with calibration_mode(model):
+    with calibration_mode(model if scope is None else scope):
         for images, boxes in batches:
             model(images, boxes)
             count += 1

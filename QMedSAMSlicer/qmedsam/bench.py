@@ -90,6 +90,8 @@ def latency_rows(threads: int, repeats: int, with_torch: bool) -> list[dict]:
         pair = CompiledPair(entry, threads=threads, inference_precision=precision)
         embedding = pair.encode(image)
         rows.append({"model": entry.name if precision == "f32" else f"{entry.name} @bf16",
+                     "files_mb": sum(p.stat().st_size for p in entry.folder.iterdir()
+                                     if p.name in entry.record.get("sha256", {})) / 1e6,
                      "encoder_ms": _median_ms(lambda pair=pair: pair.encode(image), repeats),
                      "decoder_1_ms": _median_ms(lambda pair=pair, e=embedding: pair.decode(e, boxes[:1]), repeats),
                      "decoder_16_ms": _median_ms(lambda pair=pair, e=embedding: pair.decode(e, boxes),
@@ -97,13 +99,13 @@ def latency_rows(threads: int, repeats: int, with_torch: bool) -> list[dict]:
     return rows
 
 
-def cached_box_ms(data_dir: Path, threads: int, repeats: int) -> dict:
+def cached_box_ms(data_dir: Path, threads: int, repeats: int, model: str | None = None) -> dict:
     """Interactive path: the image is already encoded; the user draws one more box."""
     from .engine import Segmenter
     from .npz_io import load_npz_case
 
     case = load_npz_case(data_dir / "imgs" / "2DBox_CT_sammed2d-amos000475.npz")
-    segmenter = Segmenter(None, threads=threads)
+    segmenter = Segmenter(model, threads=threads)
     segmenter.segment_2d(case.image, case.boxes[:1])
     runs_before = segmenter.stats.encoder_runs
     box = case.boxes[1:2]
@@ -123,12 +125,13 @@ def _timed(function, runs: int):
     return statistics.median(times), result
 
 
-def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool, repeats: int = 3) -> list[dict]:
+def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool, repeats: int = 3,
+              model: str | None = None) -> list[dict]:
     from .engine import EmbeddingCache, Segmenter, segment_case
     from .metrics import label_agreement
     from .npz_io import load_npz_case
 
-    segmenter = Segmenter(None, threads=threads)
+    segmenter = Segmenter(model, threads=threads)
     reference = _torch_side().official_pipeline(threads) if with_torch else None
     rows = []
     for name in cases:
@@ -227,16 +230,19 @@ def format_report(report: dict) -> str:
     lines = [f"machine: {report['machine']['cpu']} ({', '.join(report['machine']['isa'])}), "
              f"{report['machine']['threads']} threads; " +
              ", ".join(f"{k} {v}" for k, v in report["machine"]["versions"].items()), ""]
-    lines += ["| model | encoder ms | decoder 1 box ms | decoder 16 boxes ms |", "|---|---:|---:|---:|"]
+    lines += ["| model | files MB | encoder ms | decoder 1 box ms | decoder 16 boxes ms |",
+              "|---|---:|---:|---:|---:|"]
     for row in report["latency"]:
-        lines.append(f"| {row['model']} | {row['encoder_ms']:.0f} | {row['decoder_1_ms']:.1f} | "
+        size = f"{row['files_mb']:.1f}" if "files_mb" in row else "-"
+        lines.append(f"| {row['model']} | {size} | {row['encoder_ms']:.0f} | {row['decoder_1_ms']:.1f} | "
                      f"{row['decoder_16_ms']:.0f} |")
     if report.get("cached_box"):
         c = report["cached_box"]
         lines += ["", f"new box on an already-encoded image ({c['case']}, {c['image'][1]}x{c['image'][0]}): "
                       f"{c['new_box_on_cached_slice_ms']:.0f} ms (median, incl. pre/post-processing)"]
     if report.get("cases"):
-        lines += ["", "per-case wall time (2D: median of cold runs; 3D: one run):",
+        lines += ["", f"per-case wall time, engine model {report.get('engine_model', 'default')} "
+                      "(2D: median of cold runs; 3D: one run):",
                   "", "| case | boxes | torch official s | engine s | speed-up | encoder runs torch/engine |"
                       " mask agreement (Dice) |", "|---|---:|---:|---:|---:|---:|---:|"]
         for row in report["cases"]:
@@ -263,11 +269,14 @@ def run(args) -> int:
     report = {"machine": machine_info(args.threads)}
     print("latency...", file=sys.stderr)
     report["latency"] = latency_rows(args.threads, args.repeats, with_torch)
-    report["cached_box"] = cached_box_ms(data_dir, args.threads, args.repeats)
+    from .catalogue import find_model
+
+    report["engine_model"] = find_model(args.model).name
+    report["cached_box"] = cached_box_ms(data_dir, args.threads, args.repeats, args.model)
     if not args.skip_cases:
         print("cases...", file=sys.stderr)
         report["cases"] = case_rows(data_dir, args.cases or DEFAULT_CASES, args.threads, with_torch,
-                                    args.case_repeats)
+                                    args.case_repeats, args.model)
     if not args.skip_memory:
         print("memory...", file=sys.stderr)
         report["memory"] = memory_row(data_dir, args.threads)
@@ -281,6 +290,8 @@ def run(args) -> int:
 def add_subcommand(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency, per-case speed against torch, and peak memory")
     bench.add_argument("--data", default=str(DEFAULT_DATA), help="challenge data folder with imgs/ (and gts/)")
+    bench.add_argument("--model", default=None,
+                       help="model for the cached-box and per-case rows (default: the catalogue's default)")
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=12)
     bench.add_argument("--case-repeats", type=int, default=3, help="runs per 2D case (median); 3D cases run once")

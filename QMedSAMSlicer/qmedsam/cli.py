@@ -113,6 +113,7 @@ def run_segment(args) -> int:
     for job in jobs:  # read and check every input, and the model, before anything is written
         _load_job(job, window)
     segmenter = Segmenter(args.model, threads=args.threads, cache_mb=args.cache_mb,
+                          models_dir=Path(args.models_dir) if args.models_dir else None,
                           inference_precision=args.inference_precision)
     _make_folder(outdir)
     for job in jobs:
@@ -176,6 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("inputs", nargs="+", metavar="INPUT")
     segment.add_argument("-o", "--output", required=True, metavar="OUTDIR")
     segment.add_argument("--model", default=None, help="catalogue name (default: the catalogue's default)")
+    segment.add_argument("--models-dir", default=None,
+                         help="another model catalogue folder, e.g. runs/qat/models (default: the shipped one)")
     segment.add_argument("--threads", type=int, default=None, help="CPU threads for OpenVINO (default: all)")
     segment.add_argument("--inference-precision", choices=("f32", "bf16"), default="f32",
                          help="float arithmetic: f32 (default, same masks on every CPU) or bf16 (about 2x "

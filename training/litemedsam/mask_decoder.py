@@ -213,7 +213,7 @@ class MaskDecoder(nn.Module):
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, sparse_embeddings: Tensor,
                 dense_embeddings: Tensor) -> Tuple[Tensor, Tensor]:
-        """image_embedding (1 or N, C, h, w), image_pe and dense_embeddings (1, C, h, w),
+        """image_embedding (1 or N, C, h, w), image_pe (1, C, h, w), dense_embeddings (1, C, 1, 1),
         sparse_embeddings (N, 2, C) -> mask logits (N, 1, 4h, 4w), predicted IoU (N, 1)."""
         output_tokens = torch.cat([self.iou_token.weight, self.mask_tokens.weight], dim=0)
         output_tokens = output_tokens.unsqueeze(0).expand(sparse_embeddings.shape[0], -1, -1)

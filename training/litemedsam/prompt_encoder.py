@@ -64,9 +64,10 @@ class PromptEncoder(nn.Module):
         return self.pe_layer(corners) + corner_types
 
     def dense_embedding(self) -> Tensor:
-        """The "no mask" prompt, (1, embed_dim, h, w); it broadcasts over boxes."""
-        h, w = self.image_embedding_size
-        return self.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(1, -1, h, w)
+        """The "no mask" prompt, (1, embed_dim, 1, 1): the same vector at every position, so it broadcasts
+        over the grid and the boxes (an expanded (1, embed_dim, h, w) copy would be folded into a 4 MB
+        constant by the exporters)."""
+        return self.no_mask_embed.weight.reshape(1, -1, 1, 1)
 
     def dense_positional_encoding(self) -> Tensor:
         """Positional encoding of the image embedding grid (pixel centres), (1, embed_dim, h, w)."""
@@ -81,5 +82,5 @@ class PromptEncoder(nn.Module):
         return self.pe_layer.positional_encoding_gaussian_matrix.device
 
     def forward(self, boxes: Tensor) -> Tuple[Tensor, Tensor]:
-        """Returns sparse (N, 2, embed_dim) and dense (1, embed_dim, h, w) prompt embeddings."""
+        """Returns sparse (N, 2, embed_dim) and dense (1, embed_dim, 1, 1) prompt embeddings."""
         return self.embed_boxes(boxes), self.dense_embedding()

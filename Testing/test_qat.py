@@ -1,0 +1,153 @@
+"""Quantization-aware training: schedule, losses, checkpoints, and real stage runs under torchrun (gloo)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from qmedsam.catalogue import find_model
+from qmedsam.engine import Segmenter
+
+from training.catalogue_writer import REPO_ROOT
+from training.losses import dice_loss, distillation_loss, mask_iou, stage_losses
+from training.ptq import load_recipe
+from training.qat_checkpoint import load_checkpoint, model_from_checkpoint, quantized_litemedsam, save_checkpoint
+from training.qat_config import StageConfig, learning_rate, load_stage_config
+from training.quantize import calibrate
+
+CONFIGS = REPO_ROOT / "training" / "configs"
+SMOKE_CASES = "[2DBox_US_hc18-000,2DBox_XRay_covidseg-ARDSSevere]"
+SMOKE = ["--set", f"cases={SMOKE_CASES}", "--set", "warmup_epochs=1", "--set", "cosine_epochs=1",
+         "--set", "val_samples=2", "--set", "calibration_samples=1", "--set", "batch_size=1",
+         "--set", "samples_per_modality=1"]
+
+
+def test_schedule_is_the_papers_warmup_then_cosine():
+    config = load_stage_config(CONFIGS / "qat-stage1.yaml", ["lr=0.01", "warmup_epochs=5", "cosine_epochs=10"])
+    rates = [learning_rate(config, epoch) for epoch in range(config.epochs)]
+    assert config.epochs == 14  # Table 3: 5 warm-up + 10 cosine epochs, sharing the peak epoch
+    assert rates[0] == pytest.approx(1e-4)  # 1 % of lr 0.01
+    assert rates[4] == pytest.approx(0.01)
+    assert rates[-1] == pytest.approx(1e-5)  # 0.1 % of lr
+    assert all(a < b for a, b in zip(rates[:4], rates[1:5]))
+    assert all(a > b for a, b in zip(rates[4:-1], rates[5:]))
+
+
+def test_stage_configs_chain_and_reject_unknown_fields(tmp_path):
+    stages = [load_stage_config(CONFIGS / f"qat-stage{n}.yaml") for n in (1, 2, 3)]
+    assert [s.trainable_parts for s in stages] == [("image_encoder",), ("mask_decoder",),
+                                                   ("image_encoder", "mask_decoder")]
+    assert stages[1].init_checkpoint == stages[0].output_dir + "/best.pt"
+    assert stages[2].init_checkpoint == stages[1].output_dir + "/best.pt"
+    assert stages[0].loss_weight("distill") > 0 and stages[1].loss_weight("distill") == 0
+    overridden = load_stage_config(CONFIGS / "qat-stage1.yaml", ["batch_size=4", "cases=[a, b]"])
+    assert overridden.batch_size == 4 and overridden.cases == ("a", "b")
+    with pytest.raises(ValueError, match="bach_size"):
+        load_stage_config(CONFIGS / "qat-stage1.yaml", ["bach_size=4"])
+    with pytest.raises(ValueError, match="loss term"):
+        StageConfig(stage=1, recipe="r", quantized_parts=["image_encoder"], trainable_parts=["image_encoder"],
+                    output_dir="o", loss={"dise": 1.0})
+
+
+def test_losses_reward_the_right_mask_and_weigh_distillation_by_teacher_iou():
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    right, wrong = (target * 2 - 1) * 20, (0.5 - target) * 20
+    assert dice_loss(right, target) < 0.01 < 0.9 < dice_loss(wrong, target)
+    assert mask_iou(right, target).tolist() == [1.0, 1.0]
+    assert mask_iou(wrong, target).tolist() == [0.0, 0.0]
+    terms = stage_losses(wrong, torch.ones(2, 1), target, {"dice": 1, "bce": 1, "focal": 0, "iou": 1})
+    assert set(terms) == {"dice", "bce", "iou"} and terms["iou"] == pytest.approx(1.0)
+    student, teacher = torch.zeros(2, 4, 3, 3), torch.ones(2, 4, 3, 3)
+    assert distillation_loss(student, teacher, torch.tensor([[1.0], [1.0]])) == pytest.approx(1.0)
+    assert distillation_loss(student, teacher, torch.tensor([[0.5], [0.0]])) == pytest.approx(0.25)
+    assert distillation_loss(teacher, teacher, torch.ones(2, 1)) == 0
+
+
+def test_checkpoint_rebuilds_the_same_quantized_model(tmp_path, us_sample):
+    torch.set_num_threads(2)
+    recipe = load_recipe(CONFIGS / "recipe-int8.yaml")
+    model, _ = quantized_litemedsam(recipe, ["image_encoder", "mask_decoder"])
+    image, box = us_sample
+    calibrate(model, [(image, box)])
+    with torch.no_grad():
+        expected = model(image, box)
+    save_checkpoint(tmp_path / "best.pt", {"stage": 2, "epoch": 0, "recipe": recipe.to_dict(),
+                                           "quantized_parts": ["image_encoder", "mask_decoder"],
+                                           "model": model.state_dict()})
+    rebuilt, checkpoint = model_from_checkpoint(tmp_path / "best.pt")
+    with torch.no_grad():
+        got = rebuilt(image, box)
+    assert checkpoint["stage"] == 2
+    for a, b in zip(expected, got):
+        assert torch.equal(a, b)  # learned activation scales included: not re-initialised on load
+    (tmp_path / "other.pt").write_bytes((tmp_path / "best.pt").read_bytes()[:100])
+    with pytest.raises(SystemExit, match="damaged"):
+        load_checkpoint(tmp_path / "other.pt")
+    with pytest.raises(SystemExit, match="previous QAT stage"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+@pytest.fixture(scope="module")
+def us_sample(shared_data):
+    from training.data import BoxPromptDataset, discover
+
+    files = [f for f in discover([shared_data]) if f.case == "2DBox_US_hc18-000"]
+    sample = BoxPromptDataset(files, augment=False)[0]
+    return sample["image"][None], sample["box"][None]
+
+
+def _run(args, cwd):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def _log(folder):
+    return [json.loads(line) for line in (folder / "log.jsonl").read_text().splitlines()]
+
+
+def test_stages_run_under_torchrun_resume_and_export_int8(tmp_path, shared_data):
+    """Stage 1 at world size 2 (DDP, gloo), resumed alone for one more epoch; stage 2 from its best; export."""
+    stage1, stage2, models = tmp_path / "stage1", tmp_path / "stage2", tmp_path / "models"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    out = _run(torchrun + ["-m", "training.qat", "--config", str(CONFIGS / "qat-stage1.yaml"), *SMOKE,
+                           "--set", f"output_dir={stage1}", "--set", f"data=[{shared_data}]"], REPO_ROOT)
+    assert "world size 2" in out
+    first = load_checkpoint(stage1 / "last.pt")
+    assert first["world_size"] == 2 and first["epoch"] == 0 and len(_log(stage1)) == 1
+    assert 0 <= first["best"]["val_dice"] <= 1
+
+    # The same command with one more cosine epoch continues from last.pt instead of starting over.
+    out = _run([sys.executable, "-m", "training.qat", "--config", str(CONFIGS / "qat-stage1.yaml"), *SMOKE,
+                "--set", "cosine_epochs=2", "--set", f"output_dir={stage1}", "--set", f"data=[{shared_data}]"],
+               REPO_ROOT)
+    assert "resuming at epoch 1" in out
+    assert [r["epoch"] for r in _log(stage1)] == [0, 1]
+    assert not torch.equal(load_checkpoint(stage1 / "last.pt")["model"]["image_encoder.neck.0.weight"],
+                           first["model"]["image_encoder.neck.0.weight"])  # it trained
+
+    out = _run([sys.executable, "-m", "training.qat", "--config", str(CONFIGS / "qat-stage2.yaml"), *SMOKE,
+                "--set", f"init_checkpoint={stage1 / 'best.pt'}", "--set", f"output_dir={stage2}",
+                "--set", f"data=[{shared_data}]"], REPO_ROOT)
+    assert "layers newly quantized" in out
+    best = load_checkpoint(stage2 / "best.pt")
+    assert best["quantized_parts"] == ["image_encoder", "mask_decoder"]
+    assert any(key.startswith("mask_decoder.") and "scaling_impl.value" in key for key in best["model"])
+    stage1_encoder = load_checkpoint(stage1 / "best.pt")["model"]
+    assert all(torch.equal(value, best["model"][key]) for key, value in stage1_encoder.items()
+               if key.startswith("image_encoder."))  # stage 2 leaves the encoder as stage 1 made it
+
+    _run([sys.executable, "-m", "training.qat_export", "--checkpoint", str(stage2 / "best.pt"),
+          "--name", "smoke-qat", "--models-dir", str(models)], REPO_ROOT)
+    entry = find_model("smoke-qat", models)
+    assert entry.record["calibration"] == "qat" and entry.record["qat"]["stage"] == 2
+    assert entry.record["runtime_precisions"]["encoder"].get("FullyConnected i8", 0) == 40
+    masks = Segmenter(entry, threads=1).segment_2d(
+        np.load(shared_data / "imgs" / "2DBox_US_hc18-000.npz")["imgs"],
+        np.load(shared_data / "imgs" / "2DBox_US_hc18-000.npz")["boxes"])
+    assert masks.any()

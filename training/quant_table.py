@@ -1,0 +1,89 @@
+"""Per-modality DSC/NSD of several models on the labelled cases, as one table (the QMedSAM paper's Table 7).
+
+    python -m training.quant_table litemedsam-fp32 litemedsam-int8-ptq runs/qat/models:qat-stage1 \\
+        --held-out pyradiomics-lung1 ISIC0027001 --json docs/measurements/int8-table.json
+
+A model is a catalogue name, or `FOLDER:name` for a catalogue elsewhere (per-stage QAT exports). Each case
+is segmented by the engine and scored by the same code as `qmedsam evaluate` (mean over a case's labels,
+then over cases). `--held-out` names cases (or parts of names) that no model trained or calibrated on;
+their mean is a column of its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from qmedsam.engine import Segmenter, segment_case
+from qmedsam.evaluate import score_case
+from qmedsam.npz_io import load_npz_case
+
+from training.catalogue_writer import REPO_ROOT
+
+
+def _segmenter(spec: str, threads: int) -> Segmenter:
+    folder, _, name = spec.rpartition(":")
+    return Segmenter(name, threads=threads, models_dir=(REPO_ROOT / folder) if folder else None)
+
+
+def score_model(spec: str, data: Path, threads: int) -> dict:
+    engine = _segmenter(spec, threads)
+    rows, seconds = [], 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in sorted((data / "imgs").glob("*.npz")):
+            case = load_npz_case(path)
+            started = time.perf_counter()
+            segs = segment_case(engine, case.kind, case.image, case.boxes)
+            seconds += time.perf_counter() - started
+            pred = Path(tmp) / path.name
+            np.savez_compressed(pred, segs=segs)
+            result = score_case(case.name, pred, data / "gts" / path.name)
+            rows.append({"case": case.name, "modality": result.modality, "dsc": result.dsc, "nsd": result.nsd})
+    return {"model": spec, "cases": rows, "engine_seconds": round(seconds, 1)}
+
+
+def _mean(rows, key, keep=lambda row: True) -> float:
+    values = [row[key] for row in rows if keep(row)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def markdown(results: list[dict], held_out: list[str]) -> str:
+    modalities = sorted({row["modality"] for row in results[0]["cases"]})
+    is_held_out = lambda row: any(part in row["case"] for part in held_out)  # noqa: E731
+    header = ["model", *modalities, "mean DSC", "mean NSD"] + (["held-out DSC"] if held_out else []) + ["engine s"]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for result in results:
+        rows = result["cases"]
+        cells = [f"{_mean(rows, 'dsc', lambda r, m=m: r['modality'] == m):.4f}" for m in modalities]
+        cells += [f"{_mean(rows, 'dsc'):.4f}", f"{_mean(rows, 'nsd'):.4f}"]
+        if held_out:
+            cells.append(f"{_mean(rows, 'dsc', is_held_out):.4f}")
+        lines.append(f"| `{result['model']}` | " + " | ".join(cells) + f" | {result['engine_seconds']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("models", nargs="+", metavar="MODEL")
+    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--held-out", nargs="*", default=[], metavar="CASE")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", type=Path, default=None, help="also write every case's scores here")
+    args = parser.parse_args(argv)
+
+    results = []
+    for spec in args.models:
+        results.append(score_model(spec, args.data, args.threads))
+        print(f"{spec}: mean DSC {_mean(results[-1]['cases'], 'dsc'):.4f}", flush=True)
+    print(markdown(results, args.held_out))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"held_out": args.held_out, "results": results}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
