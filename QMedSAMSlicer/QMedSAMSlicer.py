@@ -34,8 +34,14 @@ class QMedSAMSlicer(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", self.registerEditorEffect)
 
     def registerEditorEffect(self):
+        import QMedSAMSlicerLib
         import qSlicerSegmentationsEditorEffectsPythonQt as effects
+        from QMedSAMSlicerLib.SegmentEditorEffect import SegmentEditorEffect
 
+        # setPythonSource (and clone) take the class from sys.modules["QMedSAMSlicerLib"].SegmentEditorEffect;
+        # without it they load the file as a plain module named QMedSAMSlicerLib, which hides the package and
+        # breaks the effect's own `from QMedSAMSlicerLib import ...`.
+        QMedSAMSlicerLib.SegmentEditorEffect = SegmentEditorEffect
         effect = effects.qSlicerSegmentEditorScriptedEffect(None)
         source = os.path.join(os.path.dirname(__file__), "QMedSAMSlicerLib", "SegmentEditorEffect.py")
         effect.setPythonSource(source.replace("\\", "/"))
@@ -67,11 +73,12 @@ class QMedSAMSlicerWidget(ScriptedLoadableModuleWidget):
         from QMedSAMSlicerLib import settings
         from QMedSAMSlicerLib.model_choice import model_label, resolve_model_name
 
+        self.catalogueError = ""
         try:
             entries = load_catalogue()
         except QMedSAMError as error:
             entries = []
-            self.ui.statusLabel.text = str(error)
+            self.catalogueError = str(error)  # shown by updateStatus, which would otherwise overwrite it
         chosen = resolve_model_name(entries, settings.saved_model())
         self.ui.modelComboBox.clear()
         for entry in entries:
@@ -85,7 +92,7 @@ class QMedSAMSlicerWidget(ScriptedLoadableModuleWidget):
         from QMedSAMSlicerLib.engine_session import openvino_available
         from QMedSAMSlicerLib.settings import SESSION
 
-        self.ui.statusLabel.text = SESSION.status()
+        self.ui.statusLabel.text = self.catalogueError or SESSION.status()
         self.ui.installButton.visible = not openvino_available()
         self.ui.loadButton.enabled = openvino_available()
 

@@ -119,7 +119,8 @@ def test_stages_run_under_torchrun_resume_and_export_int8(tmp_path, shared_data)
                            "--set", f"output_dir={stage1}", "--set", f"data=[{shared_data}]"], REPO_ROOT)
     assert "world size 2" in out
     first = load_checkpoint(stage1 / "last.pt")
-    assert first["world_size"] == 2 and first["epoch"] == 0 and len(_log(stage1)) == 1
+    assert first["world_size"] == 2 and first["epoch"] == 0
+    assert [r["epoch"] for r in _log(stage1)] == [-1, 0]  # -1: the calibrated start, validated untrained
     assert 0 <= first["best"]["val_dice"] <= 1
 
     # The same command with one more cosine epoch continues from last.pt instead of starting over.
@@ -127,7 +128,7 @@ def test_stages_run_under_torchrun_resume_and_export_int8(tmp_path, shared_data)
                 "--set", "cosine_epochs=2", "--set", f"output_dir={stage1}", "--set", f"data=[{shared_data}]"],
                REPO_ROOT)
     assert "resuming at epoch 1" in out
-    assert [r["epoch"] for r in _log(stage1)] == [0, 1]
+    assert [r["epoch"] for r in _log(stage1)] == [-1, 0, 1]
     assert not torch.equal(load_checkpoint(stage1 / "last.pt")["model"]["image_encoder.neck.0.weight"],
                            first["model"]["image_encoder.neck.0.weight"])  # it trained
 

@@ -61,3 +61,23 @@ def record_model(entry: dict, models_dir: Path = MODELS_DIR) -> dict:
     catalogue["models"] = sorted(models, key=lambda m: m["name"])
     catalogue_path.write_text(json.dumps(catalogue, indent=2) + "\n")
     return entry
+
+
+def set_default(name: str, models_dir: Path = MODELS_DIR) -> None:
+    """Mark `name` as the catalogue's default (the model the engine and the Slicer effect use unasked)."""
+    catalogue_path = models_dir / "models.json"
+    catalogue = json.loads(catalogue_path.read_text())
+    names = [m["name"] for m in catalogue["models"]]
+    if name not in names:
+        raise SystemExit(f"no model {name!r} in {catalogue_path.name}; models: {', '.join(names)}")
+    for model in catalogue["models"]:
+        model["default"] = model["name"] == name
+    catalogue_path.write_text(json.dumps(catalogue, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Mark a catalogue model as the default.")
+    parser.add_argument("--set-default", required=True, metavar="NAME")
+    set_default(parser.parse_args().set_default)

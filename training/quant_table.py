@@ -6,7 +6,8 @@
 A model is a catalogue name, or `FOLDER:name` for a catalogue elsewhere (per-stage QAT exports). Each case
 is segmented by the engine and scored by the same code as `qmedsam evaluate` (mean over a case's labels,
 then over cases). `--held-out` names cases (or parts of names) that no model trained or calibrated on;
-their mean is a column of its own.
+their mean is a column of its own. Speed is not in this table (compare_models and bench time models
+interleaved in one run); the JSON keeps each model's engine seconds for reference.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _mean(rows, key, keep=lambda row: True) -> float:
 def markdown(results: list[dict], held_out: list[str]) -> str:
     modalities = sorted({row["modality"] for row in results[0]["cases"]})
     is_held_out = lambda row: any(part in row["case"] for part in held_out)  # noqa: E731
-    header = ["model", *modalities, "mean DSC", "mean NSD"] + (["held-out DSC"] if held_out else []) + ["engine s"]
+    header = ["model", *modalities, "mean DSC", "mean NSD"] + (["held-out DSC"] if held_out else [])
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for result in results:
         rows = result["cases"]
@@ -62,7 +63,7 @@ def markdown(results: list[dict], held_out: list[str]) -> str:
         cells += [f"{_mean(rows, 'dsc'):.4f}", f"{_mean(rows, 'nsd'):.4f}"]
         if held_out:
             cells.append(f"{_mean(rows, 'dsc', is_held_out):.4f}")
-        lines.append(f"| `{result['model']}` | " + " | ".join(cells) + f" | {result['engine_seconds']} |")
+        lines.append(f"| `{result['model']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

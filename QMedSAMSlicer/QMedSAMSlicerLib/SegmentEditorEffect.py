@@ -157,6 +157,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.pollTimer.start()
 
     def deactivate(self):
+        self.cancelRequested = True  # a 3D run processing events (e.g. Escape pressed) stops at its next slice
         self.pollTimer.stop()
         if self.prefetcher is not None:
             self.prefetcher.cancel()
@@ -184,6 +185,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         source = self.scriptedEffect.sourceVolumeImageData()
         volumeNode = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
         display = volumeNode.GetDisplayNode() if volumeNode else None
+        if display and not display.IsA("vtkMRMLScalarVolumeDisplayNode"):
+            display = None  # a labelmap source volume's display node has no window/level
         window = (display.GetWindow(), display.GetLevel(), bool(display.GetAutoWindowLevel())) if display else None
         key = (source.GetMTime(), window)
         if self.imageCache is None or self.imageCache[0] != key:
@@ -284,6 +287,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             index = slice_index_at(xy, xyToRas, rasToIjk, frame, volume.shape)
             if index is None or (frame, index) == self.prefetchedAt:
                 return
+            if SESSION.segmenter is None and SESSION.last_error:
+                return  # the model failed to load: drawing a box retries and says why, not every mouse move
             segmenter = self.segmenter()
             if self.prefetcher is None or self.prefetcher.segmenter is not segmenter:  # model/threads changed
                 from QMedSAMSlicerLib.background_encoder import BackgroundEncoder
@@ -333,6 +338,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                     self.prefetcher.finish(np.ascontiguousarray(image))
                 result = effect_logic.run_engine_call(segmenter, call, box.frame, volume, intensity,
                                                       progress=self.onProgress, cancel=lambda: self.cancelRequested)
+            if self.cancelRequested:  # Stop or deactivation in the events processed after the last slice
+                raise Cancelled("Segmentation cancelled; nothing was changed.")
             self.session.add(result)
             self.showPreview()
             self.statusLabel.text = "; ".join([f"Previewing {len(self.session.pending)} box(es)"] + notes) + "."
@@ -343,7 +350,9 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         finally:
             self.busy = False
             self.progressWidget.visible = False
-            self.updateButtons()
+            message = self.statusLabel.text
+            self.updateButtons()  # shows the engine status: put this run's message back
+            self.statusLabel.text = message
 
     def autoHalfExtent(self, box, rasToIjk):
         from QMedSAMSlicerLib.box_geometry import voxel_spacing
@@ -389,6 +398,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.updateButtons()
             return
         segmentationNode = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
+        if self.previewNode is not None and self.previewNode.GetScene() is None:
+            self.previewNode = None  # removed with the scene it was in (scene closed)
         if self.previewNode is None:
             self.previewNode = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "QMedSAM preview")
             self.previewNode.SetHideFromEditors(True)
@@ -404,7 +415,8 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def removePreview(self):
         if self.previewNode is not None:
-            slicer.mrmlScene.RemoveNode(self.previewNode)
+            if self.previewNode.GetScene() is not None:  # not if a scene close already removed it
+                self.previewNode.GetScene().RemoveNode(self.previewNode)
             self.previewNode = None
 
     def onApply(self):

@@ -161,7 +161,7 @@ def case_rows(data_dir: Path, cases: list[str], threads: int, with_torch: bool, 
     return rows
 
 
-def many_boxes_probe(data_dir: str, threads: int, boxes_wanted: int = 241) -> None:
+def many_boxes_probe(data_dir: str, threads: int, boxes_wanted: int = 241, model: str | None = None) -> None:
     """Child process: 241 real nucleus boxes on a 1920x2560 image tiled from the microscopy case."""
     from .engine import Segmenter
     from .npz_io import load_npz_case
@@ -173,7 +173,7 @@ def many_boxes_probe(data_dir: str, threads: int, boxes_wanted: int = 241) -> No
              for ty in range(4) for tx in range(5) for box in case.boxes
              if (box[3] + ty * tile_h) < 1920]
     boxes = np.array(boxes[:boxes_wanted])
-    segmenter = Segmenter(None, threads=threads)
+    segmenter = Segmenter(model, threads=threads)
     rss_model = _peak_rss_mb()
     start = time.perf_counter()
     labels = segmenter.segment_2d(image, boxes)
@@ -219,8 +219,9 @@ def _child(code: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def memory_row(data_dir: Path, threads: int) -> dict:
-    row = _child(f"from qmedsam.bench import many_boxes_probe; many_boxes_probe({str(data_dir)!r}, {threads})")
+def memory_row(data_dir: Path, threads: int, model: str | None = None) -> dict:
+    row = _child(f"from qmedsam.bench import many_boxes_probe; "
+                 f"many_boxes_probe({str(data_dir)!r}, {threads}, model={model!r})")
     probe = _child(f"from qmedsam.bench import decoder_memory_probe; decoder_memory_probe(33, {threads})")
     row["decoder_mb_per_box"] = (probe["peak_after_mb"] - probe["peak_before_mb"]) / 32
     return row
@@ -279,7 +280,7 @@ def run(args) -> int:
                                     args.case_repeats, args.model)
     if not args.skip_memory:
         print("memory...", file=sys.stderr)
-        report["memory"] = memory_row(data_dir, args.threads)
+        report["memory"] = memory_row(data_dir, args.threads, args.model)
     text = format_report(report)
     print(text)
     if args.json:
@@ -291,7 +292,7 @@ def add_subcommand(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency, per-case speed against torch, and peak memory")
     bench.add_argument("--data", default=str(DEFAULT_DATA), help="challenge data folder with imgs/ (and gts/)")
     bench.add_argument("--model", default=None,
-                       help="model for the cached-box and per-case rows (default: the catalogue's default)")
+                       help="model for the cached-box, per-case and memory rows (default: the catalogue's default)")
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--repeats", type=int, default=12)
     bench.add_argument("--case-repeats", type=int, default=3, help="runs per 2D case (median); 3D cases run once")
