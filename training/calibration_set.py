@@ -32,7 +32,7 @@ class CalibrationItem:
         return self.case if self.slice_index is None else f"{self.case}[z={self.slice_index}]"
 
 
-def _spread(count: int, limit: int) -> np.ndarray:
+def spread(count: int, limit: int) -> np.ndarray:
     """Up to `limit` indices spread evenly over range(count)."""
     if count <= limit:
         return np.arange(count)
@@ -67,7 +67,7 @@ def calibration_items(data_dir: Path, cases: Optional[Iterable[str]] = None, exc
             height, width = case.image.shape[:2]
             boxes = boxes_to_model_space(case.boxes, height, width)
             items.append(CalibrationItem(case.name, None, to_model_input(case.image)[0],
-                                         boxes[_spread(len(boxes), max_boxes)]))
+                                         boxes[spread(len(boxes), max_boxes)]))
             continue
         depth, height, width = case.image.shape
         ranges = [(int(np.floor(b[2])), min(int(np.ceil(b[5])), depth - 1)) for b in case.boxes]
@@ -76,5 +76,5 @@ def calibration_items(data_dir: Path, cases: Optional[Iterable[str]] = None, exc
             covering = [i for i, (low, high) in enumerate(ranges) if low <= z <= high]
             boxes = boxes_to_model_space(case.boxes[covering][:, [0, 1, 3, 4]], height, width)
             items.append(CalibrationItem(case.name, z, to_model_input(case.image[z])[0],
-                                         boxes[_spread(len(boxes), max_boxes)]))
+                                         boxes[spread(len(boxes), max_boxes)]))
     return items

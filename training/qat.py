@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from training.calibration_set import spread
 from training.catalogue_writer import invoked_command, library_versions
 from training.data import BoxPromptDataset, ModalityBalancedSampler, SliceIndex, collate, discover, split_by_case
 from training.litemedsam import load_litemedsam
@@ -74,14 +75,8 @@ def _datasets(config: StageConfig):
     return train, val, train_files, val_files
 
 
-def _spread(count: int, limit: int) -> list[int]:
-    if count <= limit:
-        return list(range(count))
-    return [round(i * (count - 1) / (limit - 1)) for i in range(limit)] if limit > 1 else [count // 2]
-
-
 def _calibration_batches(dataset: BoxPromptDataset, count: int):
-    for index in _spread(len(dataset), count):
+    for index in spread(len(dataset), count):
         sample = dataset[index]
         yield sample["image"][None], sample["box"][None]
 
@@ -201,7 +196,7 @@ def run(config: StageConfig, restart: bool = False) -> dict:
     sampler = ModalityBalancedSampler(SliceIndex(train.files), config.samples_per_modality, config.seed,
                                       num_replicas=world, rank=rank)
     loader = DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collate)
-    val_indices = _spread(len(val), config.val_samples)
+    val_indices = spread(len(val), config.val_samples)
 
     def finish_epoch(epoch: int, record: dict) -> None:
         """Log the epoch, keep the best model so far, and write last.pt to resume from."""
@@ -230,7 +225,6 @@ def run(config: StageConfig, restart: bool = False) -> dict:
         started_at = time.perf_counter()
         finish_epoch(-1, {"epoch": -1, "lr": 0.0, **validate(step, teacher, val, val_indices, rank, world),
                           "seconds": round(time.perf_counter() - started_at, 1)})
-        first_epoch = 0
     for epoch in range(first_epoch, config.epochs):
         epoch_started = time.perf_counter()
         lr = learning_rate(config, epoch)

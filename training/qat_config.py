@@ -7,7 +7,7 @@ with `--set field=value` (the value is read as YAML), e.g. `--set samples_per_mo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Optional, Union
 
@@ -89,10 +89,6 @@ def load_stage_config(path: Path, overrides: Optional[list] = None) -> StageConf
     if unknown:
         raise ValueError(f"{path}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
     return StageConfig(**values)
-
-
-def with_overrides(config: StageConfig, **changes) -> StageConfig:
-    return replace(config, **changes)
 
 
 def learning_rate(config: StageConfig, epoch: int) -> float:
