@@ -71,23 +71,30 @@ def _positional_encoding_table(model: nn.Module) -> Table:
     return Table("prompt_encoder positional encoding", [table, channel_last], build)
 
 
+def large_float_constants(graph: ov.Model, min_elements: int = MIN_ELEMENTS):
+    """(constant op, its values) for every f32 constant of at least `min_elements` values."""
+    for op in graph.get_ordered_ops():
+        if op.get_type_name() == "Constant" and op.get_output_element_type(0) == ov.Type.f32:
+            values = op.get_data()
+            if values.size >= min_elements:
+                yield op, values
+
+
+def replace_constant(op, output: ov.Output) -> None:
+    for target in list(op.output(0).get_target_inputs()):
+        target.replace_source_output(output)
+
+
 def compact_tables(graph: ov.Model, model: nn.Module, atol: float = 1e-5) -> list[str]:
     """Replace every folded table of `model` found in `graph`; returns what was replaced (name, shape)."""
     tables = _attention_bias_tables(model) + [_positional_encoding_table(model)]
     replaced = []
-    for op in graph.get_ordered_ops():
-        if op.get_type_name() != "Constant" or op.get_output_element_type(0) != ov.Type.f32:
-            continue
-        values = op.get_data()
-        if values.size < MIN_ELEMENTS:
-            continue
+    for op, values in list(large_float_constants(graph)):
         match = _find(values, tables, atol)
         if match is None:
             continue
         table, layout = match
-        rebuilt = table.build(tuple(values.shape), layout)
-        for target in list(op.output(0).get_target_inputs()):
-            target.replace_source_output(rebuilt)
+        replace_constant(op, table.build(tuple(values.shape), layout))
         replaced.append(f"{table.name} {list(values.shape)}")
     graph.validate_nodes_and_infer_types()
     return replaced

