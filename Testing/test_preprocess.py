@@ -93,3 +93,17 @@ def test_empty_logits_give_empty_mask():
     resizer = MaskResizer((256, 256), (300, 300))
     assert resizer.mask(np.full((256, 256), -3, np.float32)) is None
     assert not resizer.full_mask(np.full((256, 256), -3, np.float32)).any()
+
+
+def test_thin_mask_between_sampled_pixels_of_a_small_original_is_empty_not_an_error():
+    # 256 -> 80 samples about every third source row; a one-row mask on an unsampled row maps to nothing
+    # (found when a 4-bit model produced such a mask on a small MR slice).
+    resizer = MaskResizer((256, 256), (80, 80))
+    sampled = set(resizer._rows.lower) | set(resizer._rows.upper)
+    row = next(r for r in range(256) if r not in sampled)
+    logits = np.full((256, 256), -3, np.float32)
+    logits[row, 100:140] = 5
+    cropped = torch.from_numpy(logits)[None, None]
+    expected = F.interpolate(cropped, size=(80, 80), mode="bilinear", align_corners=False)[0, 0].numpy() > 0
+    assert resizer.mask(logits) is None and not expected.any()
+    assert not resizer.full_mask(logits).any()

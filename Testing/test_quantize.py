@@ -1,20 +1,24 @@
 """Quantization as a transformation of the one model, QCDQ export, and the shipped INT8 model at run time."""
 
+import json
+
 import numpy as np
 import onnx
 import openvino as ov
 import pytest
 import torch
-from qmedsam.catalogue import find_model
+from qmedsam.catalogue import CATALOGUE_FILE, find_model, models_dir
 from qmedsam.engine import Segmenter, segment_case
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 from qmedsam.preprocess import to_model_input
 from torch import nn
 
+from training.catalogue_writer import REPO_ROOT
 from training.export_qcdq import fold_weight_clips, runtime_precisions
 from training.litemedsam import load_litemedsam
 from training.litemedsam.layers import MatMul
+from training.ptq import load_recipe
 from training.quantize import QuantMatMul, QuantRecipe, calibrate, fold_batchnorm, quantize
 
 INT8_MODEL = "litemedsam-int8-ptq"
@@ -45,6 +49,23 @@ def test_recipe_rejects_unknown_fields_and_parts():
     assert QuantRecipe.from_dict(recipe.to_dict()) == recipe
 
 
+def test_new_recipe_fields_default_to_the_old_behaviour_and_label_the_precision():
+    for name in ("recipe-int8.yaml", "recipe-paper.yaml"):  # written before the fields existed
+        recipe = load_recipe(REPO_ROOT / "training" / "configs" / name)
+        assert recipe.mask_decoder_bits is None and not recipe.log2_softmax and not recipe.reparameterize
+        assert recipe.precision == "int8" and recipe.bits("mask_decoder") == (8, 8)
+    shipped = json.loads((models_dir() / CATALOGUE_FILE).read_text(encoding="utf-8"))["models"]
+    recorded = [QuantRecipe.from_dict(entry["recipe"]) for entry in shipped if "recipe" in entry]
+    assert len(recorded) >= 2 and all(recipe.precision == "int8" for recipe in recorded)
+    low = QuantRecipe.from_dict({"weight_bits": 4, "act_bits": 4, "mask_decoder_bits": 8, "log2_softmax": True,
+                                 "reparameterize": True})
+    assert low.bits("image_encoder") == (4, 4) and low.bits("mask_decoder") == (8, 8)
+    assert low.precision == "int4-dec8" and QuantRecipe.from_dict(low.to_dict()) == low
+    assert QuantRecipe.from_dict(dict(low.to_dict(), parts=["image_encoder"])).precision == "int4"
+    assert QuantRecipe.from_dict({"mask_decoder_bits": 8}).precision == "int8"
+    assert QuantRecipe.from_dict({"weight_bits": 6, "act_bits": 8}).precision == "w6a8"
+
+
 def test_batchnorm_folding_keeps_the_embedding(float_model, us_image):
     model = load_litemedsam().eval()
     assert fold_batchnorm(model) == _count(float_model, nn.BatchNorm2d) > 0
@@ -60,6 +81,7 @@ def test_paper_recipe_quantizes_every_matmul_of_encoder_and_decoder_only(float_m
     layers = (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, MatMul)
     expected = _count(float_model.image_encoder, layers) + _count(float_model.mask_decoder, layers)
     assert len(report) == expected and all(row["quantized"] for row in report)
+    assert all(row.get("weight_bits", 8) == 8 and row["act_bits"] in (8, [8, 8]) for row in report)
     assert _count(model.image_encoder, QuantMatMul) == 2 * 10  # q·kᵀ and attn·v in each of 10 TinyViT blocks
     assert _count(model.mask_decoder, QuantMatMul) == 2 * 7 + 1  # 7 attentions + the hypernetwork product
     # What stays float: the prompt encoder, norms, activations.

@@ -8,6 +8,7 @@ from QMedSAMSlicerLib.box_geometry import (
     BoxError,
     as_matrix,
     box_from_drag,
+    ras_to_xy,
     slice_frame,
     slice_index_at,
     voxel_spacing,
@@ -182,3 +183,70 @@ def test_slice_under_the_mouse_and_spacing():
     assert slice_index_at((200, 150), xy_to_ras("axial", ras_of_ijk((20, 30, 99), volume_matrix)), inverse,
                           frame, SHAPE_KJI) is None
     assert voxel_spacing(inverse) == pytest.approx(SPACING)
+
+
+def slice_node_xy_to_ras(orientation, centre_ras, dimensions=(640, 480), field_of_view_x=160.0,
+                         slice_spacing=1.0) -> vtk.vtkMatrix4x4:
+    """XYToRAS as vtkMRMLSliceNode::UpdateMatrices builds it: SliceToRAS (preset, through centre_ras, as after
+    JumpSliceByCentering) times XYToSlice (pixel size FOV / dimensions, origin at the view's centre)."""
+    slice_to_ras = np.eye(4)
+    slice_to_ras[:3, :3] = ORIENTATIONS[orientation]
+    slice_to_ras[:3, 3] = centre_ras
+    field_of_view = (field_of_view_x, field_of_view_x * dimensions[1] / dimensions[0], slice_spacing)
+    xy_to_slice = vtk.vtkMatrix4x4()
+    for axis, size in enumerate((*dimensions, 1)):
+        xy_to_slice.SetElement(axis, axis, field_of_view[axis] / size)
+        xy_to_slice.SetElement(axis, 3, -field_of_view[axis] / 2.0 if axis < 2 else 0.0)
+    xy_to_ras = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Multiply4x4(vtk_matrix(slice_to_ras), xy_to_slice, xy_to_ras)
+    return xy_to_ras
+
+
+@pytest.mark.parametrize("orientation", ["axial", "sagittal", "coronal"])
+def test_ras_to_xy_inverts_the_slice_nodes_xy_to_ras(orientation):
+    view = slice_node_xy_to_ras(orientation, (12.5, -40.0, 7.0))
+    ras_to_xy_vtk = vtk.vtkMatrix4x4()
+    vtk.vtkMatrix4x4.Invert(view, ras_to_xy_vtk)
+    points = np.array([[12.5, -40.0, 7.0], [30.0, 2.0, -11.0], [-80.0, 95.5, 40.25]])
+    xyz = ras_to_xy(points, view)
+    assert xyz.shape == (3, 3)
+    for point, ours in zip(points, xyz):
+        assert ours == pytest.approx(ras_to_xy_vtk.MultiplyPoint([*point, 1.0])[:3], abs=1e-9)
+        assert view.MultiplyPoint([*ours, 1.0])[:3] == pytest.approx(point, abs=1e-9)  # round trip
+    assert ras_to_xy(points[0], view) == pytest.approx([320.0, 240.0, 0.0])  # the centre is mid-view, on-plane
+
+
+def test_ras_to_xy_projects_off_plane_points_along_the_normal():
+    view = slice_node_xy_to_ras("axial", (0.0, 0.0, 5.0), slice_spacing=2.0)
+    on_plane, above = ras_to_xy([[10.0, 20.0, 5.0], [10.0, 20.0, 11.0]], view)
+    assert above[:2] == pytest.approx(on_plane[:2]) and on_plane[2] == pytest.approx(0.0)
+    assert above[2] == pytest.approx(3.0)  # 6 mm above, in 2 mm slice steps
+    with pytest.raises(ValueError, match="shape"):
+        ras_to_xy([1.0, 2.0], view)
+
+
+@pytest.mark.parametrize("orientation, rotation_deg", [("axial", 0.0), ("sagittal", 0.0), ("coronal", 0.0),
+                                                       ("axial", 12.0)])
+def test_box_between_the_xy_of_two_ras_corners_holds_their_voxels(orientation, rotation_deg):
+    """What the self-test does: corners given in RAS, the view's XY from ras_to_xy, rounded to whole pixels as a
+    mouse event is, then box_from_drag: the corners' slice, and their voxels as the box's opposite corners
+    (or inside the box when the grid is turned in the view: the box bounds the turned screen rectangle)."""
+    volume_matrix = ijk_to_ras(rotation_deg, rotation_axis=(0, 0, 1))
+    inverse = ras_to_ijk(volume_matrix)
+    low, high = np.array([10.0, 20.0, 3.0]), np.array([30.0, 45.0, 15.0])
+    frame = slice_frame(slice_node_xy_to_ras(orientation, (0, 0, 0)), inverse)
+    low[frame.normal_axis] = high[frame.normal_axis] = 7.0
+    view = slice_node_xy_to_ras(orientation, ras_of_ijk((low + high) / 2, volume_matrix), field_of_view_x=64.0)
+    start, end = (np.rint(xyz[:2]) for xyz in ras_to_xy([ras_of_ijk(low, volume_matrix),
+                                                         ras_of_ijk(high, volume_matrix)], view))
+    box = box_from_drag(start, end, view, inverse, SHAPE_KJI)
+    assert box.slice_index == 7
+    rows, columns = frame.engine_shape(SHAPE_KJI)[1:]
+    cols = sorted(columns - 1 - v if frame.column_flip else v for v in (low[frame.column_axis],
+                                                                          high[frame.column_axis]))
+    rws = sorted(rows - 1 - v if frame.row_flip else v for v in (low[frame.row_axis], high[frame.row_axis]))
+    if rotation_deg == 0.0:
+        assert np.abs(np.subtract(box.box, (cols[0], rws[0], cols[1], rws[1]))).max() <= 1  # pixel rounding
+    else:
+        assert box.box[0] <= cols[0] + 1 and box.box[1] <= rws[0] + 1
+        assert box.box[2] >= cols[1] - 1 and box.box[3] >= rws[1] - 1

@@ -20,10 +20,11 @@ import yaml
 
 from training.calibration_set import calibration_items
 from training.catalogue_writer import MODELS_DIR, REPO_ROOT, invoked_command, library_versions, record_model
+from training.dfq_synth import CASE_PREFIX
 from training.export_qcdq import convert_quantized, runtime_precisions, save_pair
 from training.litemedsam import load_litemedsam
 from training.litemedsam.weights import SOURCE_CHECKPOINT
-from training.quantize import QuantRecipe, calibrate, quantize
+from training.quantize import QuantRecipe, prepare_quantized
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 
@@ -35,9 +36,12 @@ def load_recipe(path: Path) -> QuantRecipe:
 
 def quantized_model(recipe: QuantRecipe, items) -> tuple[torch.nn.Module, list[dict]]:
     model = load_litemedsam().eval()
-    report = quantize(model, recipe)
-    calibrate(model, ((torch.from_numpy(item.image), torch.from_numpy(item.boxes)) for item in items))
-    return model, report
+    batches = [(torch.from_numpy(item.image), torch.from_numpy(item.boxes)) for item in items]
+    return model, prepare_quantized(model, recipe, batches).layers
+
+
+def _is_synthetic(items) -> bool:
+    return all(item.case.startswith(CASE_PREFIX) for item in items)
 
 
 def export_to_catalogue(model: torch.nn.Module, name: str, entry: dict, models_dir: Path = MODELS_DIR) -> dict:
@@ -73,7 +77,8 @@ def main(argv=None) -> None:
         "precision": recipe.precision,
         "calibration": "ptq",
         "default": args.default,
-        "description": "LiteMedSAM, Brevitas post-training quantization (QCDQ), calibrated on real images",
+        "description": "LiteMedSAM, Brevitas post-training quantization (QCDQ), calibrated on "
+                       + ("DFQ-SAM synthetic images (data-free)" if _is_synthetic(items) else "real images"),
         "source_checkpoint": SOURCE_CHECKPOINT,
         "recipe": recipe.to_dict(),
         "recipe_file": args.recipe.resolve().relative_to(REPO_ROOT).as_posix(),

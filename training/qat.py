@@ -37,7 +37,7 @@ from training.losses import distillation_loss, mask_iou, stage_losses
 from training.ptq import load_recipe
 from training.qat_checkpoint import load_checkpoint, quantized_litemedsam, save_checkpoint
 from training.qat_config import StageConfig, learning_rate, load_stage_config
-from training.quantize import QuantRecipe, calibrate, quantize
+from training.quantize import QuantRecipe, prepare_quantized
 
 
 class StudentStep(nn.Module):
@@ -99,8 +99,11 @@ def build_student(config: StageConfig, recipe: QuantRecipe, train: BoxPromptData
     new_parts = [part for part in config.quantized_parts if part not in done]
     report = []
     for part in new_parts:
-        report += quantize(model, QuantRecipe.from_dict(dict(recipe.to_dict(), parts=[part])))
-        calibrate(model, _calibration_batches(train, config.calibration_samples), scope=getattr(model, part))
+        # A newly quantized encoder is reparameterized first if the recipe says so (from the same batches);
+        # a checkpoint's encoder already holds reparameterized values, which its state dict restores.
+        part_recipe = QuantRecipe.from_dict(dict(recipe.to_dict(), parts=[part]))
+        report += prepare_quantized(model, part_recipe, _calibration_batches(train, config.calibration_samples),
+                                    scope=getattr(model, part)).layers
     return model, report
 
 

@@ -17,6 +17,7 @@ import json
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 from qmedsam.engine import Segmenter, segment_case
@@ -31,16 +32,19 @@ def _segmenter(spec: str, threads: int) -> Segmenter:
     return Segmenter(name, threads=threads, models_dir=(REPO_ROOT / folder) if folder else None)
 
 
-def score_model(spec: str, data: Path, threads: int) -> dict:
+def score_model(spec: str, data: Path, threads: int, keep: Optional[Path] = None) -> dict:
+    """Per-case DSC/NSD of one model; `keep`: a folder that keeps its segmentations (else they are dropped)."""
     engine = _segmenter(spec, threads)
     rows, seconds = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
+        if keep is not None:
+            keep.mkdir(parents=True, exist_ok=True)
         for path in sorted((data / "imgs").glob("*.npz")):
             case = load_npz_case(path)
             started = time.perf_counter()
             segs = segment_case(engine, case.kind, case.image, case.boxes)
             seconds += time.perf_counter() - started
-            pred = Path(tmp) / path.name
+            pred = (keep or Path(tmp)) / path.name
             np.savez_compressed(pred, segs=segs)
             result = score_case(case.name, pred, data / "gts" / path.name)
             rows.append({"case": case.name, "modality": result.modality, "dsc": result.dsc, "nsd": result.nsd})

@@ -8,13 +8,18 @@ operands. LayerNorm, BatchNorm, activations, softmax, biases and the prompt enco
 The defaults are the QMedSAM paper's recipe (8-bit symmetric per-tensor weights, 8-bit signed symmetric
 per-tensor activations with a learned scale initialised from statistics); the other fields are the
 measured improvements (per-channel weights, BatchNorm folded first, unsigned post-softmax operand,
-float depthwise convolutions, layers kept float by name). Each choice is recorded with the model.
+float depthwise convolutions, layers kept float by name) and DFQ-SAM's low-bit tools (a separate decoder
+bit width, a log-√2 post-softmax quantizer, scale reparameterization of the encoder's LayerNorm outputs,
+training/reparam.py). Each choice is recorded with the model.
+
+`prepare_quantized(model, recipe, batches)` is the one preparation path of PTQ and QAT: fold BatchNorm,
+reparameterize, quantize, calibrate.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Iterable, Optional
 
 import torch
@@ -32,6 +37,7 @@ from brevitas.quant import (
 from torch import Tensor, nn
 
 from training.litemedsam.layers import ConvBN, MatMul
+from training.reparam import reparameterize
 
 QUANTIZABLE_PARTS = ("image_encoder", "mask_decoder")
 
@@ -47,6 +53,9 @@ class QuantRecipe:
     unsigned_softmax: bool = False  # probabilities are >= 0: unsigned gives the operand one more bit
     float_depthwise: bool = False
     keep_float: tuple = ()  # module-name prefixes left float, e.g. ("image_encoder.patch_embed",)
+    mask_decoder_bits: Optional[int] = None  # decoder weights and activations; None: weight_bits/act_bits
+    log2_softmax: bool = False  # post-softmax operand of every attn·v on a log-√2 grid (DFQ-SAM)
+    reparameterize: bool = False  # scale reparameterization of the encoder's post-LayerNorm activations
 
     @classmethod
     def from_dict(cls, values: dict | None) -> QuantRecipe:
@@ -62,12 +71,21 @@ class QuantRecipe:
             raise ValueError(f"parts must be among {QUANTIZABLE_PARTS}, got {sorted(bad_parts)}")
         return cls(**values)
 
+    def bits(self, part: str) -> tuple[int, int]:
+        """(weight bits, activation bits) of a part: the decoder may have its own width."""
+        if part == "mask_decoder" and self.mask_decoder_bits is not None:
+            return self.mask_decoder_bits, self.mask_decoder_bits
+        return self.weight_bits, self.act_bits
+
     @property
     def precision(self) -> str:
-        """The catalogue's precision label: "int8" when weights and activations share a bit width."""
-        if self.weight_bits == self.act_bits:
-            return f"int{self.weight_bits}"
-        return f"w{self.weight_bits}a{self.act_bits}"
+        """The catalogue's precision label: "int8" when weights and activations share a bit width, else "w4a8";
+        a decoder quantized at another width than the encoder adds "-dec<bits>" (e.g. "int4-dec8")."""
+        w, a = self.weight_bits, self.act_bits
+        label = f"int{w}" if w == a else f"w{w}a{a}"
+        if "mask_decoder" in self.parts and self.bits("mask_decoder") != self.bits("image_encoder"):
+            label += f"-dec{self.mask_decoder_bits}"
+        return label
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -79,11 +97,36 @@ class QuantMatMul(nn.Module):
 
     def __init__(self, a_quant, b_quant) -> None:
         super().__init__()
-        self.a_quant = qnn.QuantIdentity(act_quant=a_quant, return_quant_tensor=False)
+        self.a_quant = a_quant if isinstance(a_quant, nn.Module) else qnn.QuantIdentity(
+            act_quant=a_quant, return_quant_tensor=False)
         self.b_quant = qnn.QuantIdentity(act_quant=b_quant, return_quant_tensor=False)
 
     def forward(self, a: Tensor, b: Tensor) -> Tensor:
         return torch.matmul(self.a_quant(a), self.b_quant(b))
+
+
+class LogSqrt2Quant(nn.Module):
+    """Fake quantization of probabilities in [0, 1] on the grid 2^(-q/2), q = 0 .. 2^bits - 2, plus 0.
+
+    Softmax outputs crowd near zero with a few large values; a log grid keeps relative precision for both,
+    where a uniform 4-bit grid rounds most of them to 0 (RepQ-ViT, DFQ-SAM). The fixed scale is 1, the
+    largest probability. Plain torch ops: the QCDQ exporter traces them as float ONNX ops (Log, Round, Clip,
+    Pow), so OpenVINO runs a float simulation of it. The gradient is straight-through.
+    """
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = bits
+
+    def forward(self, x: Tensor) -> Tensor:
+        top = 2 ** self.bits - 1  # the top level stands for 0
+        # Flooring the input keeps log2 finite; anything that small lands on the top level anyway.
+        floor = 2.0 ** -(top / 2 + 1)
+        q = torch.clamp(torch.round(-2 * torch.log2(x.clamp_min(floor))), 0, top)
+        # (top - q) clipped to [0, 1] is 0 on the top level and 1 below it; no comparison or where(), whose
+        # traced constants pinned the decoder's dynamic box count in the ONNX export.
+        quantized = torch.pow(2.0, -q / 2) * torch.clamp(top - q, 0, 1)
+        return x + (quantized - x).detach() if x.requires_grad else quantized
 
 
 def fold_batchnorm(model: nn.Module) -> int:
@@ -113,15 +156,16 @@ def _is_depthwise(layer: nn.Module) -> bool:
     return isinstance(layer, nn.Conv2d) and layer.groups > 1 and layer.groups == layer.in_channels
 
 
-def _quantizers(recipe: QuantRecipe, layer: nn.Module):
-    conv = isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d))
-    weight_bits = recipe.conv_weight_bits if conv and recipe.conv_weight_bits else recipe.weight_bits
+def _quantizers(recipe: QuantRecipe, layer: nn.Module, part: str):
+    weight_bits, act_bits = recipe.bits(part)
+    if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and recipe.conv_weight_bits:
+        weight_bits = recipe.conv_weight_bits
     weight = (Int8WeightPerChannelFloat if recipe.weight_per_channel else Int8WeightPerTensorFloat)
-    return weight.let(bit_width=weight_bits), Int8ActPerTensorFloat.let(bit_width=recipe.act_bits)
+    return weight.let(bit_width=weight_bits), Int8ActPerTensorFloat.let(bit_width=act_bits)
 
 
-def _quant_layer(layer: nn.Module, recipe: QuantRecipe) -> nn.Module:
-    weight_quant, input_quant = _quantizers(recipe, layer)
+def _quant_layer(layer: nn.Module, recipe: QuantRecipe, part: str) -> nn.Module:
+    weight_quant, input_quant = _quantizers(recipe, layer, part)
     common = dict(bias=layer.bias is not None, weight_quant=weight_quant, input_quant=input_quant,
                   return_quant_tensor=False)
     if isinstance(layer, nn.Linear):
@@ -139,16 +183,33 @@ def _quant_layer(layer: nn.Module, recipe: QuantRecipe) -> nn.Module:
     return new
 
 
-def _quant_matmul(name: str, recipe: QuantRecipe) -> QuantMatMul:
-    act = Int8ActPerTensorFloat.let(bit_width=recipe.act_bits)
-    # av_matmul's first operand is the softmax output in every attention of the model.
-    first = Uint8ActPerTensorFloat.let(bit_width=recipe.act_bits) if (
-        recipe.unsigned_softmax and name.endswith("av_matmul")) else act
+def _quant_matmul(name: str, recipe: QuantRecipe, part: str) -> QuantMatMul:
+    _, act_bits = recipe.bits(part)
+    act = Int8ActPerTensorFloat.let(bit_width=act_bits)
+    first = act
+    if name.endswith("av_matmul"):  # its first operand is the softmax output in every attention of the model
+        if recipe.log2_softmax:
+            first = LogSqrt2Quant(act_bits)
+        elif recipe.unsigned_softmax:
+            first = Uint8ActPerTensorFloat.let(bit_width=act_bits)
     return QuantMatMul(first, act)
 
 
+def _bit_widths(layer: nn.Module) -> dict:
+    """The bit widths a quantized layer really uses, read back from its Brevitas quantizers."""
+    if isinstance(layer, QuantMatMul):
+        first = layer.a_quant
+        a_bits = first.bits if isinstance(first, LogSqrt2Quant) else int(first.act_quant.bit_width())
+        return {"act_bits": [a_bits, int(layer.b_quant.act_quant.bit_width())]}
+    return {"weight_bits": int(layer.weight_quant.bit_width()), "act_bits": int(layer.input_quant.bit_width())}
+
+
 def quantize(model: nn.Module, recipe: QuantRecipe = QuantRecipe()) -> list[dict]:
-    """Apply `recipe` to a float LiteMedSAM in place; returns one record per layer (quantized or kept float)."""
+    """Apply `recipe` to a float LiteMedSAM in place; returns one record per layer (quantized or kept float).
+
+    Only the module structure depends on the recipe (reparameterization changes values, not structure), so a
+    state dict saved after `prepare_quantized` loads into `quantize(load_litemedsam(), recipe)`.
+    """
     if recipe.fold_batchnorm:
         fold_batchnorm(model)
     report = []
@@ -163,12 +224,14 @@ def quantize(model: nn.Module, recipe: QuantRecipe = QuantRecipe()) -> list[dict
                 float_reason = "keep_float"
             elif recipe.float_depthwise and _is_depthwise(module):
                 float_reason = "float_depthwise"
-            kind = type(module).__name__
+            row = {"layer": full, "type": type(module).__name__, "quantized": float_reason is None,
+                   "reason": float_reason or ""}
             if float_reason is None:
-                new = _quant_matmul(full, recipe) if isinstance(module, MatMul) else _quant_layer(module, recipe)
+                new = (_quant_matmul(full, recipe, part) if isinstance(module, MatMul)
+                       else _quant_layer(module, recipe, part))
                 _replace(root, name, new)
-            report.append({"layer": full, "type": kind, "quantized": float_reason is None,
-                           "reason": float_reason or ""})
+                row.update(_bit_widths(new))
+            report.append(row)
     return report
 
 
@@ -199,3 +262,27 @@ def calibrate(model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], scope:
             count += 1
     return count
 
+
+@dataclass
+class Preparation:
+    layers: list  # quantize()'s per-layer records
+    reparameterized: list = field(default_factory=list)  # reparameterize()'s per-LayerNorm records
+    calibration_batches: int = 0
+
+
+def prepare_quantized(model: nn.Module, recipe: QuantRecipe, batches: Iterable[tuple[Tensor, Tensor]],
+                      scope: Optional[nn.Module] = None) -> Preparation:
+    """Float LiteMedSAM -> calibrated fake-quantized model, in place: the one path of PTQ and of each QAT stage.
+
+    Fold BatchNorm (if the recipe says) -> reparameterize the image encoder (if the recipe says and quantizes
+    the encoder; it measures activation ranges on `batches`) -> quantize `recipe.parts` -> calibrate `scope`
+    (default: the whole model) on the same `batches`.
+    """
+    batches = list(batches)  # used twice: once for the ranges, once for calibration
+    if recipe.fold_batchnorm:
+        fold_batchnorm(model)
+    reparameterized = []
+    if recipe.reparameterize and "image_encoder" in recipe.parts:
+        reparameterized = reparameterize(model, batches)
+    layers = quantize(model, recipe)
+    return Preparation(layers, reparameterized, calibrate(model, batches, scope))

@@ -212,6 +212,15 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         return shift @ slicer.util.arrayFromVTKMatrix(worldToImage) @ slicer.util.arrayFromVTKMatrix(
             worldToSegmentation)
 
+    def currentGeometry(self):
+        """The grid and source volume a mask computed now belongs to (None without a source volume)."""
+        source = self.scriptedEffect.sourceVolumeImageData()
+        if source is None:
+            return None
+        volumeNode = self.scriptedEffect.parameterSetNode().GetSourceVolumeNode()
+        return effect_logic.VolumeGeometry(source.GetDimensions()[::-1], self.rasToArrayIndex(),
+                                           volumeNode.GetID() if volumeNode else None)
+
     def viewGeometry(self, viewWidget):
         xyToRas = viewWidget.sliceLogic().GetSliceNode().GetXYToRAS()
         return xyToRas, self.rasToArrayIndex()
@@ -307,16 +316,21 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     # -- segmenting --------------------------------------------------------------------------------
     def onBoxDrawn(self, viewWidget, start, end):
+        """Segments the box dragged from `start` to `end` (XY pixels of the slice view `viewWidget`) and adds the
+        result to the preview; Apply (onApply) writes it. The mouse release calls this; so can scripts and the
+        self-test, with the XY of RAS points from box_geometry.ras_to_xy. Returns True when the preview holds
+        this box's result; otherwise the status line says why not."""
         from qmedsam.engine import Cancelled
         from qmedsam.errors import QMedSAMError
 
         try:
             xyToRas, rasToIjk = self.viewGeometry(viewWidget)
             volume, intensity = self.sourceImage()
+            geometry = self.currentGeometry()
             box = box_from_drag(start, end, xyToRas, rasToIjk, volume.shape)
         except BoxError as error:
             self.statusLabel.text = str(error)
-            return
+            return False
         mode = self.scriptedEffect.parameter("Mode")
         halfExtent = self.scriptedEffect.integerParameter("HalfExtent") or self.autoHalfExtent(box, rasToIjk)
         call = effect_logic.plan_engine_call(mode, box, box.frame.engine_shape(volume.shape)[0], halfExtent)
@@ -326,6 +340,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                          "voxel slice was segmented")
         if call.extent is not None and not call.extent.starts_on_drawn_slice:
             notes.append("the range reaches the end of the volume, so propagation starts from its middle slice")
+        added = False
         self.busy, self.cancelRequested = True, False
         self.progressWidget.visible = call.method == "segment_3d"
         self.progressBar.value = 0
@@ -337,12 +352,16 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                     image = effect_logic.engine_slices(volume, box.frame, call.first, call.last, intensity)[0]
                     self.prefetcher.finish(np.ascontiguousarray(image))
                 result = effect_logic.run_engine_call(segmenter, call, box.frame, volume, intensity,
-                                                      progress=self.onProgress, cancel=lambda: self.cancelRequested)
+                                                      progress=self.onProgress, cancel=lambda: self.cancelRequested,
+                                                      geometry=geometry)
             if self.cancelRequested:  # Stop or deactivation in the events processed after the last slice
                 raise Cancelled("Segmentation cancelled; nothing was changed.")
-            self.session.add(result)
+            if self.session.add(result):
+                notes.append("the earlier boxes were made on another volume or grid and were dropped")
             self.showPreview()
-            self.statusLabel.text = "; ".join([f"Previewing {len(self.session.pending)} box(es)"] + notes) + "."
+            added = bool(self.session.pending)
+            if added:  # else showPreview discarded it (volume changed during a 3D run) and said why
+                self.statusLabel.text = "; ".join([f"Previewing {len(self.session.pending)} box(es)"] + notes) + "."
         except Cancelled:
             self.statusLabel.text = "Stopped; nothing was changed."
         except QMedSAMError as error:
@@ -353,6 +372,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             message = self.statusLabel.text
             self.updateButtons()  # shows the engine status: put this run's message back
             self.statusLabel.text = message
+        return added
 
     def autoHalfExtent(self, box, rasToIjk):
         from QMedSAMSlicerLib.box_geometry import voxel_spacing
@@ -392,7 +412,11 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
     def showPreview(self):
         volume, _ = self.sourceImage()
-        mask = self.session.preview_mask(volume.shape)
+        try:
+            mask = self.session.preview_mask(volume.shape)
+        except effect_logic.StalePreview as error:  # e.g. "x" after the volume changed
+            self.discardPreview(str(error))
+            return
         if mask is None:
             self.removePreview()
             self.updateButtons()
@@ -419,13 +443,33 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
                 self.previewNode.GetScene().RemoveNode(self.previewNode)
             self.previewNode = None
 
+    def discardPreview(self, message):
+        self.onCancelPreview()
+        self.statusLabel.text = message  # after onCancelPreview, whose updateButtons shows the engine status
+
+    def sourceVolumeNodeChanged(self):
+        # Slicer calls this on every registered effect: drop a preview of the previous volume at once, not at Apply.
+        reason = self.session.stale_reason(self.currentGeometry()) if self.session.pending else None
+        if reason is not None:
+            self.discardPreview(reason)
+
     def onApply(self):
         parameters = self.scriptedEffect.parameterSetNode()
         segmentation = parameters.GetSegmentationNode().GetSegmentation()
         originalSegmentId = parameters.GetSelectedSegmentID()
-        volume, _ = self.sourceImage()
+        segmentExists = bool(originalSegmentId) and segmentation.GetSegment(originalSegmentId) is not None
+        geometry = self.currentGeometry()
+        try:
+            plan = self.session.apply_plan(bool(self.scriptedEffect.integerParameter("EachBoxNewSegment")), geometry,
+                                           segmentExists)
+        except effect_logic.StalePreview as error:
+            self.discardPreview(str(error))
+            return
+        except effect_logic.ApplyRefused as error:
+            self.statusLabel.text = str(error)
+            return
         newSegmentIds = {}
-        for action in self.session.apply_plan(bool(self.scriptedEffect.integerParameter("EachBoxNewSegment"))):
+        for action in plan:
             if action.kind == effect_logic.SAVE_UNDO:
                 self.scriptedEffect.saveStateForUndo()
             elif action.kind == effect_logic.ADD_SEGMENT:
@@ -433,7 +477,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             elif action.kind == effect_logic.SELECT_SEGMENT:
                 parameters.SetSelectedSegmentID(newSegmentIds[action.mask_index])
             elif action.kind == effect_logic.MODIFY_SELECTED:
-                labelmap = self.labelmapFromMask(effect_logic.mask_for_apply(self.session, action, volume.shape))
+                labelmap = self.labelmapFromMask(effect_logic.mask_for_apply(self.session, action, geometry.shape))
                 self.scriptedEffect.modifySelectedSegmentByLabelmap(
                     labelmap, slicer.qSlicerSegmentEditorAbstractEffect.ModificationModeAdd)
             elif action.kind == effect_logic.RESELECT_ORIGINAL:

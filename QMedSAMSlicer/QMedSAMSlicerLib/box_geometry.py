@@ -71,6 +71,21 @@ def xy_to_ijk_matrix(xy_to_ras, ras_to_ijk) -> np.ndarray:
     return as_matrix(ras_to_ijk) @ as_matrix(xy_to_ras)
 
 
+def ras_to_xy(ras, xy_to_ras) -> np.ndarray:
+    """Slice-view coordinates (x, y, z) of RAS point(s): the inverse of the slice node's XYToRAS.
+
+    x, y are the view's pixel coordinates, as its mouse events report them; z is the distance from the view
+    plane in slice steps (0 on the plane), so dropping it gives the point's projection onto the view.
+    `ras` is one point (3,) or several (n, 3); the result has the same shape.
+    """
+    points = np.asarray(ras, np.float64)
+    if points.shape[-1:] != (3,):
+        raise ValueError(f"expected RAS point(s) of shape (3,) or (n, 3), got {points.shape}")
+    flat = points.reshape(-1, 3)
+    homogeneous = np.hstack([flat, np.ones((len(flat), 1))])
+    return (np.linalg.inv(as_matrix(xy_to_ras)) @ homogeneous.T).T[:, :3].reshape(points.shape)
+
+
 def _unit_columns(matrix3: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(matrix3, axis=0)
     return matrix3 / np.where(norms > 0, norms, 1.0)

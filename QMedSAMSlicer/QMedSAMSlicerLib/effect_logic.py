@@ -6,6 +6,10 @@ Apply or Cancel -> IDLE. A new box while previewing adds to the preview (two lun
 
 Undo: Slicer's segment editor restores the state saved by saveStateForUndo(); saving it once, before
 the first change (including creating new segments), makes one Ctrl+Z undo the whole Apply.
+
+Stale previews: each result records the geometry it was computed on (VolumeGeometry). The user can change
+the segmentation's reference geometry or the source volume while a preview is shown; Apply then refuses
+(StalePreview) before its first step, instead of failing half-way or writing the mask onto the wrong voxels.
 """
 
 from __future__ import annotations
@@ -15,13 +19,64 @@ from enum import Enum
 
 import numpy as np
 
-from .box_geometry import SliceBox, SliceFrame
+from .box_geometry import SliceBox, SliceFrame, as_matrix
 from .intensity import IntensityWindow
 from .slice_range import SliceRange, engine_box_3d, slice_range
 
 SLICE_MODE = "slice"
 VOLUME_MODE = "3d"
 MODES = (SLICE_MODE, VOLUME_MODE)
+
+
+GRID_TOLERANCE = 1e-6  # in voxels (entries of the world-to-index matrix): only float noise counts as equal
+
+
+class ApplyRefused(ValueError):
+    """Apply cannot run now; nothing was changed and the message tells the user what to do."""
+
+
+class StalePreview(ApplyRefused):
+    """The preview was computed on another grid or source volume than the current one, so it can never be
+    applied: the effect discards it and shows the message."""
+
+
+@dataclass(frozen=True)
+class VolumeGeometry:
+    """What identifies the voxels a mask was computed on: the (k, j, i) shape of the source image on the
+    segmentation's grid, that grid's world-to-index matrix and the source volume node's ID.
+    None for the matrix or the ID means unknown (e.g. only an array's shape): not compared."""
+
+    shape: tuple
+    ras_to_ijk: tuple | None = None  # 4x4, row-major; stored as tuples so the geometry is an immutable value
+    source_volume_id: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "shape", tuple(int(n) for n in self.shape))
+        if self.ras_to_ijk is not None:
+            object.__setattr__(self, "ras_to_ijk", tuple(map(tuple, as_matrix(self.ras_to_ijk).tolist())))
+
+
+def _dimensions(shape_kji) -> str:
+    return " x ".join(str(n) for n in shape_kji[::-1])  # I x J x K, as Slicer lists a volume's dimensions
+
+
+def geometry_change(made_on: VolumeGeometry, current: VolumeGeometry | None) -> str | None:
+    """Why a mask computed on `made_on` cannot be written on `current` (a user-facing message), or None."""
+    again = "the preview was discarded; draw the box again."
+    if current is None:
+        return f"No source volume is selected any more; {again}"
+    if made_on.shape != current.shape:
+        return (f"The preview was made on a volume of {_dimensions(made_on.shape)} voxels, but the segmentation "
+                f"now uses {_dimensions(current.shape)}; {again}")
+    if None not in (made_on.source_volume_id, current.source_volume_id) \
+            and made_on.source_volume_id != current.source_volume_id:
+        return f"The preview was made on another source volume than the one selected now; {again}"
+    if None not in (made_on.ras_to_ijk, current.ras_to_ijk) \
+            and not np.allclose(made_on.ras_to_ijk, current.ras_to_ijk, rtol=0, atol=GRID_TOLERANCE):
+        # same shape, moved or resampled grid: the mask would land on the wrong voxels without any error
+        return ("The preview was made on a grid with another position, spacing or orientation than the "
+                f"segmentation now uses; {again}")
+    return None
 
 
 class State(Enum):
@@ -55,15 +110,18 @@ def plan_engine_call(mode: str, box: SliceBox, depth: int, half_extent: int) -> 
 @dataclass
 class PendingResult:
     """A segmented box awaiting Apply: the engine's mask of engine slices first.. of `frame`'s orientation
-    (kept small: a 2D result is one slice, not a volume)."""
+    (kept small: a 2D result is one slice, not a volume), computed on `geometry`."""
 
     frame: SliceFrame
     first: int
     mask: np.ndarray  # (slices, rows, columns) bool, oriented as the engine saw it
     description: str
+    geometry: VolumeGeometry
 
     def paint_into(self, target_kji: np.ndarray) -> None:
-        """OR this mask into a (k, j, i) array of the whole volume grid."""
+        """OR this mask into a (k, j, i) array of the whole volume grid it was computed on."""
+        if tuple(target_kji.shape) != self.geometry.shape:  # would be a numpy broadcasting error below
+            raise StalePreview(geometry_change(self.geometry, VolumeGeometry(target_kji.shape)))
         oriented = self.frame.to_engine(target_kji)  # a view: writing to it writes target_kji
         oriented[self.first:self.first + len(self.mask)] |= self.mask
 
@@ -88,9 +146,22 @@ class PreviewSession:
     state: State = State.IDLE
     pending: list = field(default_factory=list)
 
-    def add(self, result: PendingResult) -> None:
-        self.pending.append(result)
+    def add(self, result: PendingResult) -> int:
+        """Adds a box's result; earlier ones made on another geometry cannot be combined with it and are
+        dropped. Returns how many were dropped."""
+        kept = [p for p in self.pending if geometry_change(p.geometry, result.geometry) is None]
+        dropped = len(self.pending) - len(kept)
+        self.pending = kept + [result]
         self.state = State.PREVIEW
+        return dropped
+
+    def stale_reason(self, current: VolumeGeometry | None) -> str | None:
+        """Why the pending results cannot be written on `current`, or None (also when nothing is pending)."""
+        for result in self.pending:
+            reason = geometry_change(result.geometry, current)
+            if reason is not None:
+                return reason
+        return None
 
     def drop_last(self) -> None:
         if self.pending:
@@ -107,15 +178,28 @@ class PreviewSession:
             result.paint_into(union)
         return union
 
-    def apply_plan(self, each_box_new_segment: bool) -> list[Action]:
-        """Ordered steps for Apply; empty when there is nothing to apply."""
+    def apply_plan(self, each_box_new_segment: bool, current: VolumeGeometry | None,
+                   selected_segment_exists: bool = True) -> list[Action]:
+        """Ordered steps for Apply on the `current` geometry; empty when there is nothing to apply.
+
+        Raises StalePreview (discard the preview) or ApplyRefused (keep it) before planning any step, so a
+        refused Apply neither saves an undo state nor touches a segment.
+        """
         if self.state is not State.PREVIEW or not self.pending:
             return []
+        reason = self.stale_reason(current)
+        if reason is not None:
+            raise StalePreview(reason)
+        if not each_box_new_segment and not selected_segment_exists:
+            # Slicer's segment editor logic would skip the write silently, after the undo state was saved
+            raise ApplyRefused("The selected segment no longer exists; select a segment and press Apply again "
+                               "(the preview is kept).")
         actions = [Action(SAVE_UNDO)]
         if each_box_new_segment:
             for index in range(len(self.pending)):
                 actions += [Action(ADD_SEGMENT, index), Action(SELECT_SEGMENT, index), Action(MODIFY_SELECTED, index)]
-            actions.append(Action(RESELECT_ORIGINAL))
+            if selected_segment_exists:  # else the last new segment stays selected
+                actions.append(Action(RESELECT_ORIGINAL))
         else:
             actions.append(Action(MODIFY_SELECTED, None))
         actions.append(Action(CLEAR_PREVIEW))
@@ -147,8 +231,10 @@ def engine_slices(volume_kji: np.ndarray, frame: SliceFrame, first: int, last: i
 
 
 def run_engine_call(segmenter, call: EngineCall, frame: SliceFrame, volume_kji: np.ndarray,
-                    window: IntensityWindow, progress=None, cancel=None) -> PendingResult:
-    """Run one planned call; raises qmedsam.engine.Cancelled when `cancel()` turns True between slices."""
+                    window: IntensityWindow, progress=None, cancel=None,
+                    geometry: VolumeGeometry | None = None) -> PendingResult:
+    """Run one planned call; raises qmedsam.engine.Cancelled when `cancel()` turns True between slices.
+    `geometry` identifies `volume_kji`'s grid (default: its shape only)."""
     images = engine_slices(volume_kji, frame, call.first, call.last, window)
     if call.method == "segment_2d":
         labels = segmenter.segment_2d(images[0], call.boxes)[None]
@@ -156,4 +242,5 @@ def run_engine_call(segmenter, call: EngineCall, frame: SliceFrame, volume_kji: 
     else:
         labels = segmenter.segment_3d(images, call.boxes, progress=progress, cancel=cancel)
         what = f"slices {call.first}-{call.last}"
-    return PendingResult(frame, call.first, labels > 0, what)
+    geometry = geometry if geometry is not None else VolumeGeometry(volume_kji.shape)
+    return PendingResult(frame, call.first, labels > 0, what, geometry)

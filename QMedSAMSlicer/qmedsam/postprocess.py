@@ -29,10 +29,16 @@ class _AxisMap:
         upper = np.minimum(lower + 1, in_len - 1)
         return cls(lower, upper, (source - lower).astype(np.float32))
 
-    def span(self, first: int, last: int) -> slice:
-        """Output indices whose source neighbours touch the source range [first, last]."""
+    def span(self, first: int, last: int) -> slice | None:
+        """Output indices whose source neighbours touch the source range [first, last]; None if none do.
+
+        When the original is less than half the resized size, output pixels sample every second or third
+        source pixel, and a one-pixel-thin mask between them maps to no output pixel at all.
+        """
         touches = (self.upper >= first) & (self.lower <= last)
         hits = np.flatnonzero(touches)
+        if hits.size == 0:
+            return None
         return slice(int(hits[0]), int(hits[-1]) + 1)
 
 
@@ -52,7 +58,10 @@ class MaskResizer:
         if rows.size == 0:
             return None
         cols = np.flatnonzero(cropped.any(axis=0))
-        return self._rows.span(rows[0], rows[-1]), self._cols.span(cols[0], cols[-1])
+        row_span, col_span = self._rows.span(rows[0], rows[-1]), self._cols.span(cols[0], cols[-1])
+        if row_span is None or col_span is None:
+            return None
+        return row_span, col_span
 
     def mask(self, logits_256: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
         """The thresholded mask inside its bounding region: ((row slice, col slice), bool block)."""
