@@ -29,7 +29,7 @@ from training.catalogue_writer import REPO_ROOT, invoked_command, library_versio
 from training.dfq_synth import SynthesisConfig, starting_point
 from training.litemedsam.weights import SOURCE_CHECKPOINT
 from training.ptq import DEFAULT_DATA, export_to_catalogue, load_recipe, quantized_model
-from training.quant_table import markdown, score_model
+from training.quant_table import markdown, mean_score, score_model
 from training.quantize import QuantRecipe
 
 VALIDATION_CASES = ("pyradiomics-lung1", "ISIC0027001", "kvasir-cju0roawvklr", "pyradiomics-brain1", "hc18-100")
@@ -103,7 +103,7 @@ def build_and_score(name: str, recipe: QuantRecipe, items, out: Path, data: Path
 def summary(results: list[dict], bits_list, sources) -> str:
     """Mean DSC (and agreement with FP32's masks) as a grid: a row per bit width, a column per calibration
     source and quantizer."""
-    means = {r["model"]: float(np.mean([row["dsc"] for row in r["cases"]])) for r in results}
+    means = {r["model"]: mean_score(r["cases"], "dsc") for r in results}
     agreement = {r["model"]: r.get("agreement") for r in results}
     header = [f"{source}{' + reparam' if dfq else ''}" for source in sources for dfq in (False, True)]
     lines = ["| encoder | " + " | ".join(header) + " |", "|---" + "|---:" * len(header) + "|"]
@@ -164,7 +164,7 @@ def main(argv=None) -> None:
                     continue
                 results.append(build_and_score(name, variant_recipe(base, bits, dfq_quantizer), items,
                                                args.out, args.data, args.threads))
-                mean = np.mean([row["dsc"] for row in results[-1]["cases"]])
+                mean = mean_score(results[-1]["cases"], "dsc")
                 print(f"{name}: mean DSC {mean:.4f} ({results[-1]['seconds']})", flush=True)
                 _save(args.json, results)
     for result in results:

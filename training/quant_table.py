@@ -51,7 +51,7 @@ def score_model(spec: str, data: Path, threads: int, keep: Optional[Path] = None
     return {"model": spec, "cases": rows, "engine_seconds": round(seconds, 1)}
 
 
-def _mean(rows, key, keep=lambda row: True) -> float:
+def mean_score(rows, key, keep=lambda row: True) -> float:
     values = [row[key] for row in rows if keep(row)]
     return float(np.mean(values)) if values else float("nan")
 
@@ -63,10 +63,10 @@ def markdown(results: list[dict], held_out: list[str]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for result in results:
         rows = result["cases"]
-        cells = [f"{_mean(rows, 'dsc', lambda r, m=m: r['modality'] == m):.4f}" for m in modalities]
-        cells += [f"{_mean(rows, 'dsc'):.4f}", f"{_mean(rows, 'nsd'):.4f}"]
+        cells = [f"{mean_score(rows, 'dsc', lambda r, m=m: r['modality'] == m):.4f}" for m in modalities]
+        cells += [f"{mean_score(rows, 'dsc'):.4f}", f"{mean_score(rows, 'nsd'):.4f}"]
         if held_out:
-            cells.append(f"{_mean(rows, 'dsc', is_held_out):.4f}")
+            cells.append(f"{mean_score(rows, 'dsc', is_held_out):.4f}")
         lines.append(f"| `{result['model']}` | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -83,7 +83,7 @@ def main(argv=None) -> None:
     results = []
     for spec in args.models:
         results.append(score_model(spec, args.data, args.threads))
-        print(f"{spec}: mean DSC {_mean(results[-1]['cases'], 'dsc'):.4f}", flush=True)
+        print(f"{spec}: mean DSC {mean_score(results[-1]['cases'], 'dsc'):.4f}", flush=True)
     print(markdown(results, args.held_out))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
