@@ -2,6 +2,7 @@
 
     python -m training.compare_models litemedsam-fp32 litemedsam-fp16-weights --data ../shared/data
     python -m training.compare_models litemedsam-fp32 litemedsam-fp32@bf16    # f32 vs bf16 arithmetic
+    python -m training.compare_models runs/dfq/models:w8a8-real runs/dfq/models:w8a8-real-log2-only
 
 Used to decide whether a cheaper model variant (fp16 weight storage, INT8) changes any mask, and what it
 gains: each case's wall time for both models, measured interleaved in the same run (first run of each
@@ -19,11 +20,13 @@ from qmedsam.engine import Segmenter, segment_case
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 
+from training.quant_table import segmenter_for
+
 
 def _segmenter(spec: str, threads: int) -> Segmenter:
-    """'name' or 'name@bf16' (the model run with bf16 arithmetic)."""
-    name, _, precision = spec.partition("@")
-    return Segmenter(name, threads=threads, inference_precision=precision or "f32")
+    """A quant_table model spec ('name' or 'folder:name'), optionally with '@bf16' (run with bf16 arithmetic)."""
+    model, _, precision = spec.partition("@")
+    return segmenter_for(model, threads, precision or "f32")
 
 
 def main(argv=None) -> None:

@@ -10,7 +10,8 @@ For every bit width (encoder W8A8, W6A6, W4A4; decoder 8-bit) and every calibrat
 each with the same number of images, the model is quantized with our recipe (training/configs/recipe-int8.yaml)
 with and without DFQ-SAM's quantizer (scale reparameterization + log-√2 post-softmax), calibrated,
 exported through the shipped QCDQ → OpenVINO path into --out, and scored per modality by the engine.
-Each finished model is scored once: an interrupted run picks up at the next model.
+--ablation adds each half of DFQ-SAM's quantizer alone. Each finished model is scored once: an interrupted
+run picks up at the next model.
 """
 
 from __future__ import annotations
@@ -22,19 +23,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from qmedsam.metrics import label_agreement
 
 from training.calibration_set import CalibrationItem, calibration_items, spread
-from training.catalogue_writer import REPO_ROOT, invoked_command, library_versions
+from training.catalogue_writer import REPO_ROOT, invoked_command
 from training.dfq_synth import SynthesisConfig, starting_point
-from training.litemedsam.weights import SOURCE_CHECKPOINT
-from training.ptq import DEFAULT_DATA, export_to_catalogue, load_recipe, quantized_model
+from training.paired_bootstrap import per_case_agreement
+from training.ptq import DEFAULT_DATA, export_to_catalogue, load_recipe, ptq_entry, quantized_model
 from training.quant_table import markdown, mean_score, score_model
 from training.quantize import QuantRecipe
 
 VALIDATION_CASES = ("pyradiomics-lung1", "ISIC0027001", "kvasir-cju0roawvklr", "pyradiomics-brain1", "hc18-100")
 BASE_RECIPE = REPO_ROOT / "training" / "configs" / "recipe-int8.yaml"
 SOURCES = ("noise", "synthetic", "real")
+# Quantizer variants, as model-name suffix -> (scale reparameterization, log-√2 post-softmax). The main grid
+# compares our recipe with DFQ-SAM's whole quantizer; the ablation tells which half does the work.
+QUANTIZERS = {"": (False, False), "-reparam": (True, True)}
+ABLATION = {"-reparam-only": (True, False), "-log2-only": (False, True)}
 
 
 def noise_items(count: int, seed: int = SynthesisConfig.seed) -> list[CalibrationItem]:
@@ -59,40 +63,28 @@ def source_items(source: str, count: int, synthetic: Path, data: Path) -> list[C
     return [items[i] for i in spread(len(items), count)]  # slices of every training case, spread evenly
 
 
-def variant_recipe(base: QuantRecipe, bits: int, dfq_quantizer: bool) -> QuantRecipe:
+def variant_recipe(base: QuantRecipe, bits: int, quantizer: str) -> QuantRecipe:
+    """Our recipe at encoder W{bits}A{bits} (decoder 8-bit) with the quantizer variant named by its suffix."""
+    reparameterize, log2_softmax = {**QUANTIZERS, **ABLATION}[quantizer]
     return QuantRecipe.from_dict(dict(base.to_dict(), weight_bits=bits, act_bits=bits, mask_decoder_bits=8,
-                                      reparameterize=dfq_quantizer, log2_softmax=dfq_quantizer))
+                                      reparameterize=reparameterize, log2_softmax=log2_softmax))
 
 
-def model_name(bits: int, source: str, dfq_quantizer: bool) -> str:
-    return f"w{bits}a{bits}-{source}" + ("-reparam" if dfq_quantizer else "")
+def model_name(bits: int, source: str, quantizer: str) -> str:
+    return f"w{bits}a{bits}-{source}{quantizer}"
 
 
 def agreement_with(reference: Path, segs: Path) -> float:
     """Mean over cases of the label-wise Dice between a model's masks and the reference (FP32) masks."""
-    values = []
-    for path in sorted(reference.glob("*.npz")):
-        with np.load(path, allow_pickle=False) as a, np.load(segs / path.name, allow_pickle=False) as b:
-            values.append(label_agreement(a["segs"], b["segs"]))
-    return float(np.mean(values))
+    return float(np.mean(list(per_case_agreement(reference, segs).values())))
 
 
 def build_and_score(name: str, recipe: QuantRecipe, items, out: Path, data: Path, threads: int) -> dict:
     started = time.perf_counter()
     model, report = quantized_model(recipe, items)
     calibrated = time.perf_counter()
-    export_to_catalogue(model, name, {
-        "precision": recipe.precision,
-        "calibration": "ptq",
-        "default": False,
-        "description": f"LiteMedSAM, DFQ-SAM comparison model {name}",
-        "source_checkpoint": SOURCE_CHECKPOINT,
-        "recipe": recipe.to_dict(),
-        "quantized_layers": sum(row["quantized"] for row in report),
-        "calibration_data": {"items": len(items), "cases": sorted({item.case for item in items})},
-        "command": invoked_command(),
-        "versions": library_versions("torch", "brevitas", "onnx", "openvino"),
-    }, out)
+    entry = ptq_entry(recipe, report, items, f"LiteMedSAM, DFQ-SAM comparison model {name}")
+    export_to_catalogue(model, name, entry, out)
     exported = time.perf_counter()
     spec = f"{out.resolve().relative_to(REPO_ROOT).as_posix()}:{name}"
     scored = dict(score_model(spec, data, threads, keep=out / "segs" / name), model=name)
@@ -103,15 +95,46 @@ def build_and_score(name: str, recipe: QuantRecipe, items, out: Path, data: Path
 def summary(results: list[dict], bits_list, sources) -> str:
     """Mean DSC (and agreement with FP32's masks) as a grid: a row per bit width, a column per calibration
     source and quantizer."""
-    means = {r["model"]: mean_score(r["cases"], "dsc") for r in results}
-    agreement = {r["model"]: r.get("agreement") for r in results}
-    header = [f"{source}{' + reparam' if dfq else ''}" for source in sources for dfq in (False, True)]
+    header = [f"{source}{' + reparam' if quantizer else ''}" for source in sources for quantizer in QUANTIZERS]
     lines = ["| encoder | " + " | ".join(header) + " |", "|---" + "|---:" * len(header) + "|"]
     for bits in bits_list:
-        names = [model_name(bits, source, dfq) for source in sources for dfq in (False, True)]
-        cells = ["–" if n not in means else f"{means[n]:.4f} ({agreement[n]:.3f})" for n in names]
-        lines.append(f"| W{bits}A{bits} | " + " | ".join(cells) + " |")
+        names = [model_name(bits, source, quantizer) for source in sources for quantizer in QUANTIZERS]
+        lines.append(f"| W{bits}A{bits} | " + " | ".join(_cells(results, names)) + " |")
     return "\n".join(lines)
+
+
+def ablation_summary(results: list[dict], bits_list, sources) -> str:
+    """The same cells with each half of DFQ-SAM's quantizer alone: a row per bit width and source."""
+    variants = {"": "neither", "-reparam-only": "reparam only", "-log2-only": "log-√2 only", "-reparam": "both"}
+    lines = ["| encoder | calibration | " + " | ".join(variants.values()) + " |", "|---|---" + "|---:" * 4 + "|"]
+    for bits in bits_list:
+        for source in sources:
+            names = [model_name(bits, source, quantizer) for quantizer in variants]
+            lines.append(f"| W{bits}A{bits} | {source} | " + " | ".join(_cells(results, names)) + " |")
+    return "\n".join(lines)
+
+
+def _cells(results: list[dict], names: list[str]) -> list[str]:
+    """'mean DSC (agreement with FP32)' for each named model, or – where it was not computed."""
+    rows = {r["model"]: r for r in results}
+    return ["–" if n not in rows else f"{mean_score(rows[n]['cases'], 'dsc'):.4f} ({rows[n]['agreement']:.3f})"
+            for n in names]
+
+
+def table_order(results: list[dict]) -> list[dict]:
+    """FP32 first, then the grid by bit width (widest first), calibration source and quantizer, then extras."""
+    variants = [*QUANTIZERS, *ABLATION]
+    grid = {model_name(bits, source, quantizer): (bits, SOURCES.index(source), variants.index(quantizer))
+            for bits in (8, 6, 4) for source in SOURCES for quantizer in variants}
+
+    def key(result: dict) -> tuple:
+        name = result["model"]
+        if name in grid:
+            bits, source, quantizer = grid[name]
+            return (1, -bits, source, quantizer)
+        return (0,) if name == "litemedsam-fp32" else (2, name)
+
+    return sorted(results, key=key)
 
 
 def _exported(out: Path) -> set:
@@ -137,6 +160,8 @@ def main(argv=None) -> None:
     parser.add_argument("--json", type=Path, default=REPO_ROOT / "docs" / "measurements" / "dfq-table.json")
     parser.add_argument("--extra", nargs="*", default=[], metavar="NAME",
                         help="more models of the --out catalogue to score (e.g. the data-free QAT export)")
+    parser.add_argument("--ablation", action="store_true",
+                        help="also each half of DFQ-SAM's quantizer alone (reparameterization, log-√2 softmax)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 
@@ -155,23 +180,27 @@ def main(argv=None) -> None:
             results.append(dict(score_model(spec, args.data, args.threads, keep=segs / name), model=name))
             done.add(name)
             _save(args.json, results)
+    quantizers = [*QUANTIZERS, *(ABLATION if args.ablation else ())]
     for bits in args.bits:
         for source in args.sources:
             items = source_items(source, args.images, args.synthetic, args.data)
-            for dfq_quantizer in (False, True):
-                name = model_name(bits, source, dfq_quantizer)
+            for quantizer in quantizers:
+                name = model_name(bits, source, quantizer)
                 if name in done:
                     continue
-                results.append(build_and_score(name, variant_recipe(base, bits, dfq_quantizer), items,
+                results.append(build_and_score(name, variant_recipe(base, bits, quantizer), items,
                                                args.out, args.data, args.threads))
                 mean = mean_score(results[-1]["cases"], "dsc")
                 print(f"{name}: mean DSC {mean:.4f} ({results[-1]['seconds']})", flush=True)
                 _save(args.json, results)
     for result in results:
         result["agreement"] = agreement_with(segs / "litemedsam-fp32", segs / result["model"])
+    results = table_order(results)
     _save(args.json, results)
     print(markdown(results, list(VALIDATION_CASES)))
     print(summary(results, args.bits, args.sources))
+    if args.ablation:
+        print(ablation_summary(results, args.bits, args.sources))
 
 
 if __name__ == "__main__":

@@ -44,6 +44,24 @@ def _is_synthetic(items) -> bool:
     return all(item.case.startswith(CASE_PREFIX) for item in items)
 
 
+def ptq_entry(recipe: QuantRecipe, report: list[dict], items, description: str, default: bool = False) -> dict:
+    """The catalogue facts of a PTQ model: its recipe, what was quantized, and what it was calibrated on."""
+    return {
+        "precision": recipe.precision,
+        "calibration": "ptq",
+        "default": default,
+        "description": description,
+        "source_checkpoint": SOURCE_CHECKPOINT,
+        "recipe": recipe.to_dict(),
+        "quantized_layers": sum(row["quantized"] for row in report),
+        "float_layers": [row["layer"] + f" ({row['reason']})" for row in report if not row["quantized"]],
+        "calibration_data": {"items": len(items), "cases": sorted({item.case for item in items}),
+                             "boxes": int(sum(len(item.boxes) for item in items))},
+        "command": invoked_command(),
+        "versions": library_versions("torch", "brevitas", "onnx", "openvino"),
+    }
+
+
 def export_to_catalogue(model: torch.nn.Module, name: str, entry: dict, models_dir: Path = MODELS_DIR) -> dict:
     encoder, decoder, facts = convert_quantized(model)
     folder = models_dir / name
@@ -72,24 +90,12 @@ def main(argv=None) -> None:
     items = calibration_items(args.data, exclude=args.exclude)
     model, report = quantized_model(recipe, items)
     calibrated = time.perf_counter()
-    float_layers = [row["layer"] + f" ({row['reason']})" for row in report if not row["quantized"]]
-    entry = export_to_catalogue(model, args.name, {
-        "precision": recipe.precision,
-        "calibration": "ptq",
-        "default": args.default,
-        "description": "LiteMedSAM, Brevitas post-training quantization (QCDQ), calibrated on "
-                       + ("DFQ-SAM synthetic images (data-free)" if _is_synthetic(items) else "real images"),
-        "source_checkpoint": SOURCE_CHECKPOINT,
-        "recipe": recipe.to_dict(),
-        "recipe_file": args.recipe.resolve().relative_to(REPO_ROOT).as_posix(),
-        "quantized_layers": sum(row["quantized"] for row in report),
-        "float_layers": float_layers,
-        "calibration_data": {"items": len(items), "cases": sorted({item.case for item in items}),
-                             "boxes": int(sum(len(item.boxes) for item in items))},
-        "command": invoked_command(),
-        "versions": library_versions("torch", "brevitas", "onnx", "openvino"),
-    }, args.models_dir)
-    print(f"{args.name}: {entry['quantized_layers']} layers quantized, {len(float_layers)} float; "
+    description = "LiteMedSAM, Brevitas post-training quantization (QCDQ), calibrated on " + (
+        "DFQ-SAM synthetic images (data-free)" if _is_synthetic(items) else "real images")
+    entry = ptq_entry(recipe, report, items, description, default=args.default)
+    entry["recipe_file"] = args.recipe.resolve().relative_to(REPO_ROOT).as_posix()
+    entry = export_to_catalogue(model, args.name, entry, args.models_dir)
+    print(f"{args.name}: {entry['quantized_layers']} layers quantized, {len(entry['float_layers'])} float; "
           f"calibration {calibrated - started:.0f} s, export {time.perf_counter() - calibrated:.0f} s")
     for part, counts in entry["runtime_precisions"].items():
         print(f"  {part} runs: " + ", ".join(f"{k} x{v}" for k, v in counts.items()))

@@ -27,14 +27,16 @@ from qmedsam.npz_io import load_npz_case
 from training.catalogue_writer import REPO_ROOT
 
 
-def _segmenter(spec: str, threads: int) -> Segmenter:
+def segmenter_for(spec: str, threads: int, inference_precision: str = "f32") -> Segmenter:
+    """'name' of the shipped catalogue, or 'folder:name' of a catalogue folder inside the repo (runs/...)."""
     folder, _, name = spec.rpartition(":")
-    return Segmenter(name, threads=threads, models_dir=(REPO_ROOT / folder) if folder else None)
+    return Segmenter(name, threads=threads, models_dir=(REPO_ROOT / folder) if folder else None,
+                     inference_precision=inference_precision)
 
 
 def score_model(spec: str, data: Path, threads: int, keep: Optional[Path] = None) -> dict:
     """Per-case DSC/NSD of one model; `keep`: a folder that keeps its segmentations (else they are dropped)."""
-    engine = _segmenter(spec, threads)
+    engine = segmenter_for(spec, threads)
     rows, seconds = [], 0.0
     with tempfile.TemporaryDirectory() as tmp:
         if keep is not None:
