@@ -39,6 +39,7 @@ SOURCES = ("noise", "synthetic", "real")
 # compares our recipe with DFQ-SAM's whole quantizer; the ablation tells which half does the work.
 QUANTIZERS = {"": (False, False), "-reparam": (True, True)}
 ABLATION = {"-reparam-only": (True, False), "-log2-only": (False, True)}
+VARIANTS = {**QUANTIZERS, **ABLATION}
 
 
 def noise_items(count: int, seed: int = SynthesisConfig.seed) -> list[CalibrationItem]:
@@ -65,7 +66,7 @@ def source_items(source: str, count: int, synthetic: Path, data: Path) -> list[C
 
 def variant_recipe(base: QuantRecipe, bits: int, quantizer: str) -> QuantRecipe:
     """Our recipe at encoder W{bits}A{bits} (decoder 8-bit) with the quantizer variant named by its suffix."""
-    reparameterize, log2_softmax = {**QUANTIZERS, **ABLATION}[quantizer]
+    reparameterize, log2_softmax = VARIANTS[quantizer]
     return QuantRecipe.from_dict(dict(base.to_dict(), weight_bits=bits, act_bits=bits, mask_decoder_bits=8,
                                       reparameterize=reparameterize, log2_softmax=log2_softmax))
 
@@ -123,9 +124,9 @@ def _cells(results: list[dict], names: list[str]) -> list[str]:
 
 def table_order(results: list[dict]) -> list[dict]:
     """FP32 first, then the grid by bit width (widest first), calibration source and quantizer, then extras."""
-    variants = [*QUANTIZERS, *ABLATION]
-    grid = {model_name(bits, source, quantizer): (bits, SOURCES.index(source), variants.index(quantizer))
-            for bits in (8, 6, 4) for source in SOURCES for quantizer in variants}
+    order = list(VARIANTS)
+    grid = {model_name(bits, source, quantizer): (bits, SOURCES.index(source), order.index(quantizer))
+            for bits in (8, 6, 4) for source in SOURCES for quantizer in VARIANTS}
 
     def key(result: dict) -> tuple:
         name = result["model"]
