@@ -2,6 +2,7 @@
 
 import numpy as np
 import openvino as ov
+import pytest
 import torch
 from qmedsam.catalogue import find_model, load_catalogue
 
@@ -10,6 +11,7 @@ from training.export_openvino import convert
 from training.litemedsam import load_litemedsam
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
+pytestmark = pytest.mark.usefixtures("fp32_model")  # built locally from the pinned checkpoint (conftest)
 
 
 def _large_float_constants(graph: ov.Model) -> list:
@@ -18,6 +20,7 @@ def _large_float_constants(graph: ov.Model) -> list:
             and np.prod(list(op.get_output_shape(0))) >= MIN_ELEMENTS]
 
 
+@pytest.mark.slow  # converts the model to OpenVINO twice: over a minute
 def test_compacting_keeps_outputs_bit_identical():
     torch.set_num_threads(2)
     model = load_litemedsam()
@@ -35,8 +38,8 @@ def test_compacting_keeps_outputs_bit_identical():
     assert compact_tables(encoder, model) == [] and compact_tables(decoder, model) == []  # none left
     after = core.compile_model(decoder, "CPU", F32)([embedding, boxes])
     np.testing.assert_array_equal(core.compile_model(encoder, "CPU", F32)(image)[0], embedding)
-    for name in (0, 1):
-        np.testing.assert_allclose(after[name], before[name], rtol=0, atol=1e-5)
+    for name in (0, 1):  # masks and IoU: the same bits, not merely close
+        np.testing.assert_array_equal(after[name], before[name])
 
 
 def test_shipped_models_hold_no_folded_tables():
@@ -51,7 +54,8 @@ def test_shipped_models_hold_no_folded_tables():
 
 
 def _our_int8_models():
-    return [e for e in load_catalogue() if e.precision == "int8" and e.calibration in ("ptq", "qat")]
+    # Models not kept in git (QAT, data-free) are checked where they were fetched or built; the default always is.
+    return [e for e in load_catalogue() if e.precision == "int8" and e.calibration in ("ptq", "qat") and e.present]
 
 
 def test_our_int8_models_are_at_most_a_third_of_fp32():

@@ -15,10 +15,12 @@ from qmedsam.npz_io import load_npz_case
 
 from training.reference import OfficialPipeline
 
+pytestmark = pytest.mark.usefixtures("fp32_model")  # built locally from the pinned checkpoint (conftest)
 
 @pytest.fixture(scope="session")
-def segmenter(tmp_path_factory):
-    return Segmenter("litemedsam-fp32", threads=2, compile_cache_dir=tmp_path_factory.mktemp("ov-cache"))
+def segmenter(private_cache_dir):
+    """FP32 here (not conftest's shipped default): the torch reference it is compared with is float."""
+    return Segmenter("litemedsam-fp32", threads=2, compile_cache_dir=private_cache_dir)
 
 
 @pytest.fixture(scope="session")
@@ -34,6 +36,7 @@ def both_results(shared_data, segmenter):
     return results
 
 
+@pytest.mark.slow  # every case through the engine and the torch reference: minutes
 @pytest.mark.parametrize("name", case_names())
 def test_openvino_fp32_agrees_with_torch_official_semantics(name, both_results, shared_data):
     case, ours, theirs = both_results[name]
@@ -45,6 +48,7 @@ def test_openvino_fp32_agrees_with_torch_official_semantics(name, both_results, 
     assert agreement >= 0.98
 
 
+@pytest.mark.slow
 def test_model_segments_real_objects(both_results, shared_data):
     """The real weights segment the real cases: mean DSC against the ground truth well above chance."""
     scores = {name: label_agreement(ours, np.load(shared_data / "gts" / f"{name}.npz")["gts"])
@@ -53,41 +57,38 @@ def test_model_segments_real_objects(both_results, shared_data):
     assert scores["2DBox_US_hc18-000"] > 0.85 and scores["2DBox_Dermoscopy_ham10000-ISIC0024311"] > 0.85
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["2DBox_CT_sammed2d-s0114111", "3DBox_MR_totalseg-examplemr"])
 def test_block_size_does_not_change_results(name, shared_data, segmenter, both_results):
     case, reference_result, _ = both_results[name]
-    block_before = segmenter.block_size
-    try:
-        for block in (1, 64):
-            segmenter.block_size = block
-            result = segment_case(segmenter, case.kind, case.image, case.boxes)
-            np.testing.assert_array_equal(result, reference_result)
-    finally:
-        segmenter.block_size = block_before
+    for block in (1, 64):
+        engine = segmenter.sibling()  # the session's engine keeps its settings
+        engine.block_size = block
+        result = segment_case(engine, case.kind, case.image, case.boxes)
+        np.testing.assert_array_equal(result, reference_result)
 
 
 def test_cache_hit_skips_encoder_and_gives_identical_masks(shared_data, segmenter):
     case = load_npz_case(shared_data / "imgs" / "2DBox_CT_sammed2d-amos000475.npz")
-    first = segmenter.segment_2d(case.image, case.boxes)
-    runs = segmenter.stats.encoder_runs
-    again = segmenter.segment_2d(case.image.copy(), case.boxes)
-    assert segmenter.stats.encoder_runs == runs
+    engine = segmenter.sibling()
+    first = engine.segment_2d(case.image, case.boxes)
+    again = engine.segment_2d(case.image.copy(), case.boxes)
+    assert (engine.stats.encoder_runs, engine.stats.cache_hits) == (1, 1)
     np.testing.assert_array_equal(first, again)
-    segmenter.cache._entries.clear()
-    cold = segmenter.segment_2d(case.image, case.boxes)
-    assert segmenter.stats.encoder_runs == runs + 1
+    uncached = segmenter.sibling(cache_mb=0)
+    cold = uncached.segment_2d(case.image, case.boxes)
+    assert (uncached.stats.encoder_runs, uncached.stats.cache_hits) == (1, 0)
     np.testing.assert_array_equal(first, cold)
 
 
 def test_3d_encodes_each_slice_once(shared_data, segmenter):
-    case = load_npz_case(shared_data / "imgs" / "3DBox_CT_totalseg-examplect.npz")
-    segmenter.cache._entries.clear()
-    before = segmenter.stats.encoder_runs
-    segmenter.segment_3d(case.image, case.boxes)
+    case = load_npz_case(shared_data / "imgs" / "3DBox_MR_pyradiomics-brain1.npz")  # 2 boxes sharing slices
+    engine = segmenter.sibling()
+    engine.segment_3d(case.image, case.boxes)
     covered = set()
     for box in case.boxes:
         covered.update(range(int(box[2]), min(int(box[5]), case.image.shape[0] - 1) + 1))
-    assert segmenter.stats.encoder_runs - before == len(covered)
+    assert engine.stats.encoder_runs == len(covered) < sum(int(b[5]) - int(b[2]) + 1 for b in case.boxes)
 
 
 def test_3d_progress_and_cancel(shared_data, segmenter):
@@ -107,10 +108,14 @@ def test_later_box_overwrites_earlier(shared_data, segmenter):
 
 
 def test_constant_image_has_a_defined_result(segmenter):
+    """Two real encoder runs (no cache), not a run and a cache hit: the result does not vary between runs."""
     image = np.full((128, 160, 3), 90, np.uint8)
-    first = segmenter.segment_2d(image, np.array([[20, 20, 100, 90]]))
-    second = segmenter.segment_2d(image, np.array([[20, 20, 100, 90]]))
+    engine = segmenter.sibling(cache_mb=0)
+    first = engine.segment_2d(image, np.array([[20, 20, 100, 90]]))
+    second = engine.segment_2d(image, np.array([[20, 20, 100, 90]]))
+    assert engine.stats.encoder_runs == 2 and engine.stats.cache_hits == 0
     assert first.shape == (128, 160) and first.dtype == np.uint8
+    assert not first[:20].any() and not first[:, 101:].any()  # nothing outside the box
     np.testing.assert_array_equal(first, second)
 
 
@@ -125,7 +130,7 @@ def test_model_files_are_verified_before_use(tmp_path):
     with pytest.raises(QMedSAMError, match="does not match its recorded sha256"):
         Segmenter("litemedsam-fp32", models_dir=models)
     weights.unlink()
-    with pytest.raises(QMedSAMError, match="cannot read"):
+    with pytest.raises(QMedSAMError, match="decoder.bin|not on this computer"):
         Segmenter("litemedsam-fp32", models_dir=models)
 
 
@@ -140,3 +145,12 @@ def test_float_arithmetic_is_f32_unless_bf16_is_asked_for(segmenter):
         assert compiled.get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     with pytest.raises(QMedSAMError, match="f32, bf16"):
         Segmenter("litemedsam-fp32", inference_precision="fp8")
+
+
+def test_propagation_starts_on_the_official_middle_slice():
+    """int((z_max - z_min) / 2 + z_min) of the official script: the lower middle for an even count."""
+    from qmedsam.engine import box_z_range, middle_slice
+
+    assert [middle_slice(low, high) for low, high in ((0, 6), (2, 5), (10, 10), (3, 4))] == [3, 3, 10, 3]
+    assert box_z_range(np.array([0, 0, 1.2, 5, 5, 8.5]), depth=20) == (1, 9)
+    assert box_z_range(np.array([0, 0, 3, 5, 5, 40]), depth=20) == (3, 19)  # clipped to the volume

@@ -150,15 +150,17 @@ def test_cli_subcommand(tmp_path, capsys):
     parser = argparse.ArgumentParser(prog="qmedsam")
     ev.add_subcommand(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["evaluate", str(tmp_path / "segs"), str(tmp_path / "gts")])
-    flags = (args.output, args.overwrite, args.allow_missing, args.challenge_spacing)
+    flags = (args.output, args.overwrite, args.missing_as_zero, args.challenge_spacing)
     assert flags == (None, False, False, False)
     assert args.func(args) == 0
     assert "| CT | 1 | 1.0000 | 1.0000 |" in capsys.readouterr().out
     assert (tmp_path / "segs" / "evaluation" / "summary.md").is_file()
 
     args = parser.parse_args(["evaluate", str(tmp_path / "segs"), str(tmp_path / "gts"), "-o",
-                              str(tmp_path / "o"), "--overwrite", "--allow-missing", "--challenge-spacing"])
-    assert (args.overwrite, args.allow_missing, args.challenge_spacing) == (True, True, True)
+                              str(tmp_path / "o"), "--overwrite", "--missing-as-zero", "--challenge-spacing"])
+    assert (args.overwrite, args.missing_as_zero, args.challenge_spacing) == (True, True, True)
+    old_spelling = parser.parse_args(["evaluate", "S", "G", "--allow-missing"])  # kept for existing scripts
+    assert old_spelling.missing_as_zero is True
     assert args.func(args) == 0 and (tmp_path / "o" / "metrics.csv").is_file()
 
 
@@ -181,20 +183,45 @@ def test_missing_prediction(tmp_path):
     (tmp_path / "segs" / "3DBox_MR_absent.npz").unlink()
     np.savez(tmp_path / "gts" / "3DBox_MR_absent.npz", gts=np.ones((3, 8, 8), np.uint8),
              spacing=[1.0, 1.0, 2.0])
-    with pytest.raises(QMedSAMError, match="3DBox_MR_absent.*--allow-missing"):
-        ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists()
+    # Default: only predicted cases are scored; the ground truth left out is named, not averaged as 0.
+    results = ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "default", progress=False)
+    assert ev.left_out(results) == ["3DBox_MR_absent"]
+    cases = {row["case"]: row for row in _read_csv(tmp_path / "default" / "cases.csv")}
+    assert (cases["3DBox_MR_absent"]["prediction"], cases["3DBox_MR_absent"]["dsc"]) == ("left out", "")
+    summary = (tmp_path / "default" / "summary.md").read_text()
+    assert "left out of the means (1; --missing-as-zero scores them 0" in summary
+    assert "| **all (mean over cases)** | 1 | 1.0000 | 1.0000 |" in summary
+    assert "MR" not in {row["modality"] for row in _read_csv(tmp_path / "default" / "metrics.csv")}
 
-    results = ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", allow_missing=True,
+    # The challenge rule: the missing case scores 0 and counts.
+    results = ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", missing_as_zero=True,
                           progress=False)
     missing = [r for r in results if r.missing]
     assert [(r.case, r.dsc, r.nsd) for r in missing] == [("3DBox_MR_absent", 0.0, 0.0)]
+    assert ev.left_out(results) == []
     cases = {row["case"]: row for row in _read_csv(tmp_path / "out" / "cases.csv")}
-    assert cases["3DBox_MR_absent"]["prediction"] == "missing"
+    assert cases["3DBox_MR_absent"]["prediction"] == "missing, scored 0"
     assert float(cases["3DBox_MR_absent"]["dsc"]) == 0.0
     summary = (tmp_path / "out" / "summary.md").read_text()
-    assert "Missing predictions, scored 0 (1): 3DBox_MR_absent" in summary
+    assert "Missing predictions, scored 0 (--missing-as-zero) (1): 3DBox_MR_absent" in summary
     assert "| **all (mean over cases)** | 2 | 0.5000 | 0.5000 |" in summary
+
+
+def test_chart_marks_left_out_cases(tmp_path):
+    """The plot's labels say how many cases each bar leaves out (read back from the figure's tick labels)."""
+    _small_case(tmp_path)
+    _small_case(tmp_path, "3DBox_MR_absent", shape=(3, 8, 8))
+    (tmp_path / "segs" / "3DBox_MR_absent.npz").unlink()
+    np.savez(tmp_path / "gts" / "3DBox_MR_absent.npz", gts=np.ones((3, 8, 8), np.uint8), spacing=[1.0, 1.0, 2.0])
+    _small_case(tmp_path, "3DBox_CT_absent", shape=(3, 8, 8))
+    (tmp_path / "segs" / "3DBox_CT_absent.npz").unlink()
+    np.savez(tmp_path / "gts" / "3DBox_CT_absent.npz", gts=np.ones((3, 8, 8), np.uint8), spacing=[1.0, 1.0, 2.0])
+    results = ev.score_folders(tmp_path / "segs", tmp_path / "gts", progress=False)
+    assert ev.chart_labels(results) == (["CT\n(n=1, 1 left out)", "all\n(n=1, 2 left out)"],
+                                        "DSC and NSD per modality (predicted cases only)")
+    results = ev.score_folders(tmp_path / "segs", tmp_path / "gts", missing_as_zero=True, progress=False)
+    assert ev.chart_labels(results) == (["CT\n(n=2)", "MR\n(n=1)", "all\n(n=3)"],
+                                        "DSC and NSD per modality (2 missing case(s) scored 0)")
 
 
 def test_missing_folders(tmp_path):
@@ -211,9 +238,9 @@ def test_missing_folders(tmp_path):
 def test_no_matching_cases(tmp_path):
     _small_case(tmp_path)
     (tmp_path / "segs" / "2DBox_CT_small.npz").rename(tmp_path / "segs" / "other.npz")
-    for allow_missing in (False, True):
+    for missing_as_zero in (False, True):
         with pytest.raises(QMedSAMError, match="No matching cases"):
-            ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", allow_missing=allow_missing)
+            ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", missing_as_zero=missing_as_zero)
 
 
 def test_shape_mismatch_names_case(tmp_path):
@@ -231,13 +258,13 @@ def _break_prediction(tmp_path: Path, write) -> Path:
 
 
 @pytest.mark.parametrize("write, message", [
-    (lambda p: p.write_bytes(b"not a zip file at all"), "not an .npz archive"),
-    (lambda p: p.write_bytes(b""), "not a readable .npz"),
-    (lambda p: p.write_bytes(p.read_bytes()[:60]), "npz"),  # truncated archive
+    (lambda p: p.write_bytes(b"not a zip file at all"), "not a .npz \\(zip\\) file"),
+    (lambda p: p.write_bytes(b""), "not a .npz \\(zip\\) file"),
+    (lambda p: p.write_bytes(p.read_bytes()[:60]), "damaged or not a valid .npz"),  # truncated archive
     (lambda p: np.save(p.with_suffix(".tmp.npy"), np.zeros((16, 16))) or
-     p.with_suffix(".tmp.npy").replace(p), "not an .npz archive"),
-    (lambda p: np.savez(p, segs=np.array([{"a": 1}], dtype=object)), "pickled Python objects"),
-    (lambda p: np.savez(p, masks=np.zeros((16, 16), np.uint8)), "no 'segs' array.*masks"),
+     p.with_suffix(".tmp.npy").replace(p), "single-array .npy file"),
+    (lambda p: np.savez(p, segs=np.array([{"a": 1}], dtype=object)), "Python objects.*unpickling.*refused"),
+    (lambda p: np.savez(p, masks=np.zeros((16, 16), np.uint8)), "lacks 'segs' \\(keys found: 'masks'\\)"),
     (lambda p: np.savez(p, segs=np.zeros((16, 16), np.float32)), "integer label array"),
 ])
 def test_bad_prediction_file(tmp_path, write, message):
@@ -251,7 +278,7 @@ def test_bad_prediction_file(tmp_path, write, message):
 def test_ground_truth_without_gts_key(tmp_path):
     _small_case(tmp_path)
     np.savez(tmp_path / "gts" / "2DBox_CT_small.npz", imgs=np.zeros((16, 16, 3), np.uint8))
-    with pytest.raises(QMedSAMError, match="Ground truth .*2DBox_CT_small.npz has no 'gts' array"):
+    with pytest.raises(QMedSAMError, match="Ground truth .*2DBox_CT_small.npz lacks 'gts'"):
         ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", progress=False)
 
 
@@ -260,3 +287,13 @@ def test_output_path_is_a_file(tmp_path):
     (tmp_path / "out").write_text("")
     with pytest.raises(QMedSAMError, match="not a folder"):
         ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", progress=False)
+
+
+def test_hidden_partial_files_are_not_cases(tmp_path):
+    """A partial write (.qmedsam-*) or a macOS '._' file beside the predictions is skipped, as segment skips it."""
+    _small_case(tmp_path)
+    (tmp_path / "segs" / ".qmedsam-1234abcd.2DBox_CT_small.npz").write_bytes(b"partial")
+    (tmp_path / "gts" / "._2DBox_CT_small.npz").write_bytes(b"resource fork")
+    results = ev.evaluate(tmp_path / "segs", tmp_path / "gts", tmp_path / "out", progress=False)
+    assert [(r.case, r.dsc) for r in results] == [("2DBox_CT_small", 1.0)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(ev.OUTPUT_NAMES)  # no temp left

@@ -11,8 +11,9 @@ import SimpleITK as sitk
 from conftest import case_names
 from qmedsam.atomic import atomic_write, check_writable_target
 from qmedsam.errors import QMedSAMError
+from qmedsam.intensity import to_uint8
 from qmedsam.npz_io import find_npz_inputs, load_npz_case, save_segs_npz
-from qmedsam.volume_io import read_boxes_json, read_volume, to_uint8, volume_array, write_label_image
+from qmedsam.volume_io import read_boxes_json, read_volume, volume_array, write_label_image
 
 RGB = np.zeros((8, 10, 3), np.uint8)
 VOLUME = np.zeros((4, 8, 10), np.uint8)
@@ -348,3 +349,22 @@ def test_zip_without_npy_members_is_refused(tmp_path):
         archive.writestr("boxes.npy", b"nor this")
     with pytest.raises(QMedSAMError, match="'imgs' is not a numpy array"):
         load_npz_case(path)
+
+
+def test_overlay_gives_neighbouring_labels_distinct_colours(tmp_path):
+    """Two lesions (labels 1 and 2) used to get two near-identical blues (tab20's first pair)."""
+    from matplotlib.image import imread
+    from qmedsam.overlay import LABEL_ALPHA, label_colours, write_overlay_png
+
+    colours = label_colours(18)
+    assert np.abs(colours[0] - colours[1]).sum() > 0.6  # blue and orange
+    assert len({tuple(c) for c in colours}) == 18 and np.ptp(colours, axis=1).min() > 0.1  # distinct, no grey
+    image = np.full((64, 64), 128, np.uint8)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[10:30, 10:30], labels[34:54, 34:54] = 1, 2
+    path = tmp_path / "overlay.png"
+    write_overlay_png(path, image, labels)
+    pixels = imread(path)[..., :3].reshape(-1, 3)
+    for colour in colours[:2]:  # each label's tint over the grey image is in the picture
+        blended = LABEL_ALPHA * colour + (1 - LABEL_ALPHA) * 128 / 255
+        assert (np.abs(pixels - blended).max(axis=1) < 0.02).sum() > 100

@@ -43,7 +43,7 @@ def test_calibration_items_from_3d_case_use_slices_inside_the_box_range(shared_d
 
 
 @pytest.fixture(scope="module")
-def quantized(shared_data, tmp_path_factory):
+def quantized(shared_data, tmp_path_factory, fp32_model):
     models_dir = tmp_path_factory.mktemp("models")
     shipped = (DEFAULT_MODELS_DIR / "models.json").read_bytes()
     summary = build("test-nncf-int8", shared_data, models_dir=models_dir, parts=["decoder"],

@@ -14,10 +14,10 @@ from qmedsam.npz_io import load_npz_case
 from qmedsam.preprocess import to_model_input
 from torch import nn
 
-from training.catalogue_writer import REPO_ROOT
 from training.export_qcdq import fold_weight_clips, runtime_precisions
 from training.litemedsam import load_litemedsam
 from training.litemedsam.layers import MatMul
+from training.provenance import REPO_ROOT
 from training.ptq import load_recipe
 from training.quantize import QuantMatMul, QuantRecipe, calibrate, fold_batchnorm, quantize
 
@@ -131,14 +131,16 @@ def test_shipped_int8_model_runs_int8_kernels():
     entry = find_model(INT8_MODEL)
     encoder = runtime_precisions(entry.folder / entry.encoder)
     decoder = runtime_precisions(entry.folder / entry.decoder)
-    # Every TinyViT Linear (qkv, proj, fc1, fc2 in 10 blocks) and every 1x1/3x3 dense convolution in int8;
-    # only the float-by-recipe depthwise and patch-embedding convolutions stay f32.
-    assert encoder.get("FullyConnected i8") == 40 and "FullyConnected f32" not in encoder
-    assert encoder.get("Convolution f32") == 17
-    assert decoder.get("FullyConnected i8", 0) >= 38 and decoder.get("MatMul i8") == 1
+    # Every TinyViT Linear (qkv, proj, fc1, fc2 in 10 blocks) and every 1x1/3x3 dense convolution in int8
+    # (u8 inputs with a zero point, recipe-int8-portable.yaml); only the float-by-recipe depthwise and
+    # patch-embedding convolutions stay f32.
+    assert encoder.get("FullyConnected u8", 0) + encoder.get("FullyConnected i8", 0) == 40
+    assert "FullyConnected f32" not in encoder and encoder.get("Convolution f32") == 17
+    assert decoder.get("FullyConnected u8", 0) + decoder.get("FullyConnected i8", 0) >= 38
+    assert decoder.get("Deconvolution i8") == 2 and decoder.get("MatMul i8") == 1
 
 
-def test_int8_model_runs_through_the_engine_like_fp32(shared_data):
+def test_int8_model_runs_through_the_engine_like_fp32(shared_data, fp32_model):
     case = load_npz_case(shared_data / "imgs" / "2DBox_Endoscopy_kvasir-cju0roawvklr.npz")
     results = [segment_case(Segmenter(name, threads=2), case.kind, case.image, case.boxes)
                for name in ("litemedsam-fp32", INT8_MODEL)]

@@ -194,8 +194,8 @@ def test_low_bit_encoder_block_runs_in_openvino_like_torch(low_bit, batches, tmp
 
 
 def test_qat_student_encoder_is_reparameterized_before_it_is_quantized(shared_data, float_model):
-    from training.catalogue_writer import REPO_ROOT
     from training.data import BoxPromptDataset, discover
+    from training.provenance import REPO_ROOT
     from training.qat import build_student
     from training.qat_config import load_stage_config
 

@@ -211,3 +211,73 @@ def test_apply_into_a_deleted_segment_is_refused_and_keeps_the_preview():
     assert not isinstance(refused.value, StalePreview) and session.state is State.PREVIEW
     steps, _ = apply(session, GEOMETRY, each_box_new_segment=True, selected_segment_exists=False)
     assert steps == [SAVE_UNDO, ADD_SEGMENT, SELECT_SEGMENT, MODIFY_SELECTED, CLEAR_PREVIEW]  # no reselect
+
+
+@pytest.mark.parametrize("frame", [AXIAL, SAGITTAL], ids=["axial", "sagittal-flipped"])
+def test_voxels_of_a_result_are_where_its_mask_paints(frame):
+    """voxels_kji (what the extent-limited labelmap is built from) names exactly the voxels of the whole-grid
+    reference: the mask oriented back through the frame, flips included."""
+    from QMedSAMSlicerLib.effect_logic import union_voxels
+
+    rng = np.random.default_rng(0)
+    depth, rows, columns = frame.engine_shape(SHAPE)
+    mask = rng.random((3, rows, columns)) > 0.7
+    result = pending(frame, 2, mask)
+    expected = np.zeros(SHAPE, bool)
+    frame.to_engine(expected)[2:5] = mask
+    found = np.zeros(SHAPE, bool)
+    found[result.voxels_kji()] = True
+    assert np.array_equal(found, expected)
+    other = pending(frame, 0, mask[:1])
+    union = np.zeros(SHAPE, bool)
+    union[union_voxels([result, other])] = True
+    frame.to_engine(expected)[0] |= mask[0]
+    assert np.array_equal(union, expected)
+
+
+def test_new_segment_names_are_unique():
+    from QMedSAMSlicerLib.effect_logic import next_segment_name
+
+    assert next_segment_name([]) == "QMedSAM 1"
+    assert next_segment_name(["QMedSAM 1", "liver", "QMedSAM 3"]) == "QMedSAM 2"
+    assert next_segment_name(["QMedSAM 1", "QMedSAM 2"]) == "QMedSAM 3"
+
+
+def test_colour_slices_reach_3d_propagation_as_luminance():
+    from QMedSAMSlicerLib.effect_logic import grey
+
+    rgb = np.zeros((2, 4, 5, 3), np.uint8)
+    rgb[..., 1] = 200
+    assert grey(rgb).shape == (2, 4, 5) and np.all(grey(rgb) == round(0.587 * 200))
+    assert grey(rgb[..., 0]) is not None and grey(rgb[..., 0]).shape == (2, 4, 5)
+    frame = SAGITTAL
+    assert frame.to_engine(np.zeros(SHAPE + (3,))).shape == frame.engine_shape(SHAPE) + (3,)
+
+
+def test_keys_reach_the_effect_and_the_help_names_them():
+    """The Segment Editor's own shortcuts (Escape, Space, digits, z, y) never reach an effect: none is used,
+    and the help text names every key the effect handles (Escape: what the editor does with it)."""
+    from QMedSAMSlicerLib import effect_keys
+
+    assert not set(effect_keys.KEY_ACTIONS) & effect_keys.EDITOR_SHORTCUT_KEYS
+    assert set(effect_keys.KEY_ACTIONS.values()) == {effect_keys.APPLY, effect_keys.CANCEL, effect_keys.DROP_LAST}
+    text = effect_keys.help_text()
+    for shown in ("<b>Enter</b>", "<b>a</b>", "<b>c</b>", "<b>x</b>", "<b>Escape</b> leaves the effect"):
+        assert shown in text
+    assert effect_keys.action_for_key("Escape") is None and effect_keys.action_for_key("KP_Enter") == "apply"
+
+
+def test_the_self_test_stand_in_is_named_and_finds_a_bright_box_interior():
+    from QMedSAMSlicerLib.effect_logic import Stopped
+    from QMedSAMSlicerLib.self_test_scenes import BoxThresholdStandIn
+
+    stand_in = BoxThresholdStandIn()
+    assert "not LiteMedSAM" in stand_in.name
+    image = np.full((40, 50), 20, np.uint8)
+    image[10:30, 15:35] = 200
+    labels = stand_in.segment_2d(image, np.array([[10, 5, 40, 35]]))
+    assert labels.sum() == 20 * 20 and labels[10:30, 15:35].all()
+    volume = np.repeat(image[None], 5, axis=0)
+    assert stand_in.segment_3d(volume, np.array([[10, 5, 1, 40, 35, 3]]))[1:4].sum() == 3 * 400
+    with pytest.raises(Stopped):
+        stand_in.segment_3d(volume, np.array([[10, 5, 1, 40, 35, 3]]), cancel=lambda: True)

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import slicer_lib  # noqa: F401
-from qmedsam.volume_io import to_uint8
+from qmedsam.intensity import to_uint8
 from QMedSAMSlicerLib.intensity import choose_window, percentile_window
 
 

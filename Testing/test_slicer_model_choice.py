@@ -3,7 +3,7 @@
 from types import SimpleNamespace
 
 import slicer_lib  # noqa: F401
-from qmedsam.catalogue import load_catalogue
+from qmedsam.catalogue import find_model, load_catalogue
 from QMedSAMSlicerLib.model_choice import default_model_name, model_label, resolve_model_name
 
 
@@ -26,8 +26,17 @@ def test_fp32_without_int8_and_saved_choices():
     assert default_model_name([]) is None
 
 
-def test_shipped_catalogue_has_a_usable_default():
+def test_without_a_marked_default_the_first_entry_is_used():
+    assert default_model_name([entry("a", "fp32"), entry("b", "int8")]) == "a"
+
+
+def test_shipped_default_is_the_one_marked_int8_model_and_the_engine_agrees():
     entries = load_catalogue()
-    name = default_model_name(entries)
-    assert name in [e.name for e in entries]
+    marked = [e for e in entries if e.default]
+    assert len(marked) == 1 and marked[0].precision == "int8"
+    assert default_model_name(entries) == marked[0].name == find_model().name  # the effect and the CLI alike
+
+
+def test_model_label_names_precision_and_calibration():
     assert model_label(entry("m", "int8", calibration="qat")) == "m (INT8, calibration: qat)"
+    assert model_label(entry("f", "fp32")) == "f (FP32)"

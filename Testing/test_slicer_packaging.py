@@ -13,7 +13,7 @@ MODULE = REPO / "QMedSAMSlicer"
 SHIPPED_SUFFIXES = {".py", ".png", ".ui", ".json", ".xml", ".bin", ".svg"}
 # CLI-only engine modules: they need SimpleITK/matplotlib/tqdm, which the effect never imports.
 NOT_SHIPPED = {f"qmedsam/{name}.py" for name in
-               ("atomic", "bench", "cli", "evaluate", "metrics", "npz_io", "overlay", "volume_io")}
+               ("bench", "cli", "evaluate", "metrics", "overlay", "volume_io")}
 
 
 def cmake_entries() -> set:
@@ -23,12 +23,23 @@ def cmake_entries() -> set:
     return set(re.findall(r"[\w./-]+\.(?:py|png|ui|json|xml|bin|svg)\b", text))
 
 
+def _catalogue() -> list:
+    import json
+
+    return json.loads((MODULE / "Resources/Models/models.json").read_text())["models"]
+
+
+def _fetched_model_folders() -> set:
+    """Models other than the default are fetched or built locally (gitignored), never shipped."""
+    return {f"Resources/Models/{m['folder']}/" for m in _catalogue() if not m.get("default")}
+
+
 def module_files() -> set:
     found = set()
     for path in MODULE.rglob("*"):
         if path.is_file() and path.suffix in SHIPPED_SUFFIXES and "__pycache__" not in path.parts:
             found.add(path.relative_to(MODULE).as_posix())
-    return found
+    return {name for name in found if not name.startswith(tuple(_fetched_model_folders()))}
 
 
 def test_every_module_file_is_listed_in_cmake():
@@ -46,14 +57,11 @@ def test_every_cmake_entry_exists_and_self_test_is_registered():
     assert f"slicer_add_python_unittest(SCRIPT {script})" in text
 
 
-def test_every_catalogue_model_file_ships():
-    import json
-
-    catalogue = json.loads((MODULE / "Resources/Models/models.json").read_text())
+def test_the_default_model_ships_and_no_other():
     listed = cmake_entries()
-    for model in catalogue["models"]:
+    for model in _catalogue():
         for name in model["sha256"]:
-            assert f"Resources/Models/{model['folder']}/{name}" in listed
+            assert (f"Resources/Models/{model['folder']}/{name}" in listed) == bool(model.get("default")), name
 
 
 def imports_of(path: Path) -> set:
@@ -86,6 +94,15 @@ def test_shipped_engine_imports_only_shipped_engine_modules():
             if name.startswith(".") and name.strip("."):
                 assert f"qmedsam/{name.strip('.')}.py" in listed, f"{path.name} needs unshipped {name}"
             assert name.split(".")[0] not in ("SimpleITK", "matplotlib", "tqdm", "psutil"), f"{path.name}: {name}"
+
+
+def test_shipped_slicer_code_imports_only_shipped_engine_modules():
+    listed = cmake_entries()
+    for path in shipped_python():
+        for name in imports_of(path):
+            if name.startswith("qmedsam."):
+                module = name.split(".")[1]
+                assert f"qmedsam/{module}.py" in listed, f"{path.relative_to(MODULE)} needs unshipped {name}"
 
 
 def test_extension_metadata_is_complete():
@@ -133,7 +150,18 @@ def test_ui_files_load_in_qt(qt_app, ui_file):
 
 
 SLICER_FREE = ("background_encoder", "box_geometry", "effect_logic", "engine_session", "install_plan", "intensity",
-               "model_choice", "prefetch_benchmark", "slice_range")
+               "model_choice", "model_download", "prefetch_benchmark", "slice_range")
+
+
+QT_FREE = ("apply_benchmark", "effect_keys", "mrml_effect", "mrml_labelmap", "mrml_scene", "mrml_source",
+           "self_test_scenes", "view_overlay")
+
+
+@pytest.mark.parametrize("name", QT_FREE)
+def test_mrml_modules_are_qt_free(name):
+    """What the effect does to MRML runs on slicer-core (no Qt): the slicer_core tier imports these modules."""
+    roots = {n.split(".")[0] for n in imports_of(MODULE / "QMedSAMSlicerLib" / f"{name}.py")}
+    assert not roots & {"qt", "ctk", "SegmentEditorEffects", "torch"}, roots
 
 
 @pytest.mark.parametrize("name", SLICER_FREE)

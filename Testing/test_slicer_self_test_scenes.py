@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import slicer_lib  # noqa: F401
-from qmedsam.engine import Segmenter
 from QMedSAMSlicerLib import effect_logic
 from QMedSAMSlicerLib import self_test_scenes as scenes
 from QMedSAMSlicerLib.box_geometry import box_from_drag, ras_to_xy
@@ -52,11 +51,6 @@ def test_single_slice_plane_and_dice():
     truth[2, 1:4, 2:4] = True
     assert scenes.plane_dice(mask, truth, (0, 2)) == pytest.approx(2 * 6 / (12 + 6))
     assert scenes.dice(mask, mask) == 1.0 and scenes.dice(truth, ~truth) == 0.0
-
-
-@pytest.fixture(scope="module")
-def segmenter(tmp_path_factory):
-    return Segmenter(None, threads=2, compile_cache_dir=tmp_path_factory.mktemp("ov-cache"))
 
 
 def mr_head_like(shared_data):

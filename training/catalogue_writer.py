@@ -1,56 +1,37 @@
 """Writes model folders and their entries into QMedSAMSlicer/Resources/Models/models.json.
 
 The engine only reads the catalogue (qmedsam.catalogue); every exporter records its files here with their
-sha256, the command that made them and the library versions, so a shipped model can be reproduced.
+sha256 and size, the command that made them, the library versions and where the files are published
+(qmedsam.model_store fetches them from there), so a model can be reproduced or downloaded. Only the default
+model's files are kept in git; the others are build products (.gitignore).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shlex
-import sys
-from importlib import metadata
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from qmedsam.model_store import DEFAULT_MODELS_URL
+
+# invoked_command and library_versions are re-exported for the modules that still import them from here
+# (ptq, nncf_ptq, qat, quant_table, qat_config, isa_agreement, int8_speed); new code imports training.provenance.
+from training.provenance import REPO_ROOT, invoked_command, library_versions, sha256_file  # noqa: F401
+
 MODELS_DIR = REPO_ROOT / "QMedSAMSlicer" / "Resources" / "Models"
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for chunk in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def invoked_command() -> str:
-    """The command line that is running, relative to the repo (never a path of this machine)."""
-    args = [Path(a).resolve().relative_to(REPO_ROOT).as_posix() if Path(a).is_absolute() and
-            Path(a).resolve().is_relative_to(REPO_ROOT) else a for a in sys.argv[1:]]
-    module = Path(sys.argv[0]).resolve()
-    if module.is_relative_to(REPO_ROOT):
-        name = module.relative_to(REPO_ROOT).with_suffix("").as_posix().replace("/", ".")
-        return shlex.join(["python", "-m", name, *args])
-    return shlex.join([Path(sys.argv[0]).name, *args])
-
-
-def library_versions(*names: str) -> dict:
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+def published_at(name: str) -> str:
+    """The release the model's files are uploaded to: one GitHub release per model, tagged with its name."""
+    return f"{DEFAULT_MODELS_URL}/{name}/"
 
 
 def record_model(entry: dict, models_dir: Path = MODELS_DIR) -> dict:
-    """Add or replace `entry` (by name) in the catalogue, filling in the sha256 of its files."""
+    """Add or replace `entry` (by name) in the catalogue, filling in the sha256, size and release of its files."""
     folder = models_dir / entry["folder"]
     files = sorted(p.name for p in folder.iterdir() if p.suffix in (".xml", ".bin"))
-    entry = dict(entry, sha256={name: sha256_file(folder / name) for name in files})
+    entry = dict(entry, sha256={name: sha256_file(folder / name) for name in files},
+                 size={name: (folder / name).stat().st_size for name in files},
+                 published=published_at(entry["name"]))
     catalogue_path = models_dir / "models.json"
     catalogue = json.loads(catalogue_path.read_text()) if catalogue_path.exists() else {"models": []}
     models = [m for m in catalogue["models"] if m["name"] != entry["name"]]

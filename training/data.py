@@ -26,12 +26,22 @@ from typing import Sequence
 
 import numpy as np
 import torch
+import yaml
+from qmedsam.errors import QMedSAMError
+from qmedsam.npz_io import npz_files_in, read_npz_arrays
 from qmedsam.preprocess import MODEL_SIZE, area_resize, to_model_input
 
-__all__ = ["MODEL_SIZE", "SourceFile", "discover", "split_by_case", "SliceIndex", "BoxPromptDataset",
+from training.provenance import REPO_ROOT
+
+__all__ = ["DEFAULT_DATA", "DEFAULT_DATA_IN_REPO",
+           "MODEL_SIZE", "SourceFile", "discover", "split_by_case", "split_cases", "SliceIndex", "BoxPromptDataset",
            "ModalityBalancedSampler", "collate", "nearest_resize", "flip_valid_region", "mask_bbox"]
 
-SAVE_HINT = "re-create it with numpy.savez_compressed(path, imgs=..., gts=...)"
+# The labelled cases beside the repository: the default data of every training and evaluation command.
+DEFAULT_DATA_IN_REPO = "../shared/data"  # relative to the repository root, as config files write paths
+DEFAULT_DATA = (REPO_ROOT / DEFAULT_DATA_IN_REPO).resolve()
+
+SAVE_HINT = "a training file holds 'imgs' and 'gts': numpy.savez_compressed(path, imgs=..., gts=...)"
 
 
 @dataclass(frozen=True)
@@ -57,22 +67,17 @@ def _stored_shape(path: Path, key: str) -> tuple:
                            else np.lib.format.read_array_header_2_0)
             return tuple(read_header(member)[0])
     except KeyError:
-        raise ValueError(f"{path} has no {key!r} array; {SAVE_HINT}.") from None
+        raise ValueError(f"{path} lacks {key!r}; {SAVE_HINT}.") from None
     except (zipfile.BadZipFile, zlib.error, OSError, ValueError) as error:
         raise ValueError(f"{path} is not a readable .npz ({error}); {SAVE_HINT}.") from None
 
 
 def _load_array(path: Path, key: str) -> np.ndarray:
-    """One array of an .npz, never unpickled; any failure is a ValueError naming the file."""
+    """One array of an .npz through the engine's reader (never unpickled); a failure is a ValueError."""
     try:
-        with np.load(path, allow_pickle=False) as data:
-            keys = data.files
-            array = data[key] if key in keys else None
-    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as error:
-        raise ValueError(f"{path} is not a readable .npz of numeric arrays ({error}); {SAVE_HINT}.") from None
-    if array is None:
-        raise ValueError(f"{path} has no {key!r} array (keys: {', '.join(keys) or 'none'}); {SAVE_HINT}.")
-    return array
+        return read_npz_arrays(path, [key], role="Training file", needs=SAVE_HINT)[key]
+    except QMedSAMError as error:
+        raise ValueError(str(error)) from None
 
 
 def _check_shapes(image_shape: tuple, label_shape: tuple, where: str) -> str:
@@ -117,7 +122,7 @@ def _parse_case_name(path: Path) -> tuple:
 
 def _discover_evaluation(root: Path) -> list:
     found = []
-    for image_path in sorted((root / "imgs").glob("*.npz")):
+    for image_path in npz_files_in(root / "imgs"):
         label_path = root / "gts" / image_path.name
         if not label_path.is_file():
             raise ValueError(f"{image_path} has no labels: expected {label_path}; add it or remove the case.")
@@ -128,7 +133,7 @@ def _discover_evaluation(root: Path) -> list:
 
 def _discover_challenge(root: Path) -> list:
     return [_source(path.stem, path.parent.parent.name, path.parent.name, path, path)
-            for path in sorted(root.glob("*/*/*.npz"))]
+            for folder in sorted(root.glob("*/*/")) for path in npz_files_in(folder)]
 
 
 def discover(roots: Sequence[Path]) -> list[SourceFile]:
@@ -169,6 +174,35 @@ def split_by_case(files: Sequence[SourceFile], val_fraction: float = 0.2,
         rng = np.random.default_rng((seed, zlib.crc32(modality.encode())))
         validation.update(rng.choice(sorted(cases), size=count, replace=False).tolist())
     return [f for f in files if f.case not in validation], [f for f in files if f.case in validation]
+
+
+SPLIT_ROLES = ("train", "validation", "test")
+
+
+def split_cases(path: Path, role: str) -> frozenset:
+    """The case names a split file (training/configs/split.yaml) gives to "train" or "validation".
+
+    Test cases are never returned: the role "test" is refused, and a case listed under test and under the
+    asked role is an error rather than a silent leak into training or epoch selection.
+    """
+    if role not in SPLIT_ROLES[:2]:
+        raise ValueError(f"split role must be 'train' or 'validation', got {role!r}; test cases are for the final "
+                         "evaluation only and are never handed to training or selection.")
+    try:
+        with open(path, encoding="utf-8") as stream:
+            split = yaml.safe_load(stream) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"cannot read the split file {path} ({error}); see training/configs/split.yaml.") from None
+    missing = [name for name in SPLIT_ROLES if not isinstance(split.get(name), list)]
+    if missing:
+        raise ValueError(f"{path}: needs case lists {', '.join(missing)} (the keys train, validation and test).")
+    cases = frozenset(split[role])
+    for other in SPLIT_ROLES:
+        leaked = sorted(cases & set(split[other])) if other != role else []
+        if leaked:
+            raise ValueError(f"{path}: {len(leaked)} case(s) are listed under both {role} and {other} (first: "
+                             f"{leaked[0]}); a case belongs to one split only.")
+    return cases
 
 
 # -------------------------------------------------------------------------------------------- indexing
@@ -236,10 +270,15 @@ def mask_bbox(mask: np.ndarray) -> np.ndarray:
 
 
 def jitter_box(box: np.ndarray, rng: np.random.Generator, max_jitter: int) -> np.ndarray:
-    """Each side moved outward by its own random 0..max_jitter pixels, clipped to the 256 frame."""
+    """Each side moved outward by its own random 0..max_jitter pixels, clipped to the 256 frame.
+
+    Clipped to 255, the last pixel index, as LiteMedSAM's training data set does (min(W - 1, x_max + shift)):
+    the box is in inclusive pixel indices like `mask_bbox`. (Inference's 3D propagation box clips to 256
+    instead, as the official inference script does; that rule lives in qmedsam.preprocess.)
+    """
     shift = rng.integers(0, max_jitter + 1, size=4)
     moved = box + np.array([-1, -1, 1, 1]) * shift
-    return np.clip(moved, 0, MODEL_SIZE)
+    return np.clip(moved, 0, MODEL_SIZE - 1)
 
 
 def _pad(mask: np.ndarray) -> np.ndarray:

@@ -12,12 +12,12 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from qmedsam.npz_io import npz_files_in, read_npz_arrays  # noqa: E402
 
 
 def draw_grid(folder: Path, output: Path, count: int = 8, columns: int = 4) -> int:
     """Draws up to `count` cases of a synthetic set; returns how many were drawn."""
-    paths = sorted((folder / "imgs").glob("*.npz"))[:count]
+    paths = npz_files_in(folder / "imgs")[:count]
     if not paths:
         raise SystemExit(f"no synthetic images in {folder / 'imgs'}; run python -m training.dfq_synth first")
     rows = -(-len(paths) // columns)
@@ -25,10 +25,9 @@ def draw_grid(folder: Path, output: Path, count: int = 8, columns: int = 4) -> i
     for ax in axes.flat:
         ax.axis("off")
     for ax, path in zip(axes.flat, paths):
-        with np.load(path, allow_pickle=False) as case:
-            image, boxes = case["imgs"], case["boxes"]
-        with np.load(folder / "gts" / path.name, allow_pickle=False) as labels:
-            gts = labels["gts"]
+        case = read_npz_arrays(path, ("imgs", "boxes"))
+        gts = read_npz_arrays(folder / "gts" / path.name, ("gts",), role="Labels", needs="labels hold 'gts'")["gts"]
+        image, boxes = case["imgs"], case["boxes"]
         ax.imshow(image)
         for label, color in zip(range(1, int(gts.max()) + 1), ("#ff3b30", "#34c759", "#0a84ff")):
             ax.contour(gts == label, levels=[0.5], colors=[color], linewidths=1.2)

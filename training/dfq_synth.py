@@ -9,7 +9,8 @@ optimised with Adam (shared/DESIGN.md §3) so that
     evolution"; DFQ-SAM drives it with an auxiliary TransUNet, which is not available here, so the
     model's own prediction does);
   - the attention outputs of every TinyViT block keep a rich distribution of patch-to-patch cosine
-    similarities (the differential entropy of a Gaussian KDE of them is maximised, as in PSAQ-ViT);
+    similarities (the differential entropy of a Gaussian KDE of them is maximised, as in PSAQ-ViT; only
+    real patches count, not the zeros TinyViT pads each map with to whole windows);
   - the image stays smooth (total variation).
 Random flips and shifts are drawn at every step. Images are written in the evaluation layout that
 calibration and QAT read (OUT/imgs/2DBox_Synthetic_dfq-sam-NNNN.npz with imgs + boxes, OUT/gts/... with
@@ -28,17 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from qmedsam.preprocess import MODEL_SIZE
 from scipy import ndimage
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from training.catalogue_writer import REPO_ROOT, invoked_command
+from training.data import jitter_box, mask_bbox
 from training.litemedsam import load_litemedsam
-from training.litemedsam.tiny_vit import WindowAttention
+from training.litemedsam.tiny_vit import TinyViTBlock
 from training.losses import dice_loss, focal_loss
+from training.provenance import REPO_ROOT, invoked_command
 
-SIZE = 256
+SIZE = MODEL_SIZE  # the model's square input side
 CASE_PREFIX = "2DBox_Synthetic_dfq-sam-"
+BOX_JITTER = 3  # px per side
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,9 @@ def random_ellipse(rng: np.random.Generator, margin: int) -> np.ndarray:
     return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
 
 
-def mask_box(mask: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(mask)
-    return np.array([xs.min(), ys.min(), xs.max(), ys.max()], dtype=np.float32)
-
-
-def jittered_box(mask: np.ndarray, rng: np.random.Generator, max_jitter: int = 3) -> np.ndarray:
-    """The mask's bounding box grown outwards by 0..max_jitter px per side (as a user's box would be)."""
-    box = mask_box(mask) + rng.integers(0, max_jitter + 1, size=4) * np.array([-1, -1, 1, 1])
-    return np.clip(box, 0, SIZE - 1).astype(np.float32)
+def user_box(mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The target's box as a user would draw it: its bounding box grown by 0..BOX_JITTER px per side."""
+    return jitter_box(mask_bbox(mask), rng, BOX_JITTER).astype(np.float32)
 
 
 def initial_targets(rng: np.random.Generator, config: SynthesisConfig) -> list[np.ndarray]:
@@ -112,11 +110,22 @@ def evolve_target(target: np.ndarray, probability: np.ndarray, box: np.ndarray, 
     best = components == (1 + int(np.argmax(scores)))
     area = target.sum()
     if best.sum() > max_growth * area:
-        grown = target
-        while grown.sum() < max_growth * area:
-            grown = ndimage.binary_dilation(grown, iterations=2)
-        best &= grown
+        best &= grown_to_area(target, max_growth * area)
     return best if best.sum() >= area / 4 else target
+
+
+def grown_to_area(mask: np.ndarray, area: float, step: int = 2) -> np.ndarray:
+    """The smallest dilation of `mask` by a multiple of `step` px (city-block) that covers `area` pixels.
+
+    Computed from a distance map rather than by dilating until large enough, so it ends even when `area`
+    exceeds the image (then the whole image) or the mask is empty (then the empty mask).
+    """
+    if not mask.any():
+        return mask
+    distance = ndimage.distance_transform_cdt(~mask, metric="taxicab")
+    needed = min(math.ceil(area), mask.size)
+    radius = np.partition(distance.ravel(), needed - 1)[needed - 1] if needed > 0 else 0
+    return distance <= step * math.ceil(radius / step)
 
 
 # --- losses --------------------------------------------------------------------------------------------
@@ -146,20 +155,60 @@ def similarity_entropy(features: Tensor, generator: torch.Generator, tokens: int
 
 
 class AttentionOutputs:
-    """Forward hooks collecting the output of every TinyViT block's window attention, per sample."""
+    """Forward hooks collecting the output of every TinyViT block's window attention, per sample.
+
+    TinyViT pads each feature map to a multiple of its window size before attention; the padded positions
+    are not patches of the image, so only the h x w real positions are kept: (batch, h * w, C).
+    """
 
     def __init__(self, encoder: nn.Module) -> None:
         self.outputs: list[Tensor] = []
         self.batch = 1
-        self.handles = [m.register_forward_hook(self._keep) for m in encoder.modules()
-                        if isinstance(m, WindowAttention)]
+        self.map_sizes: dict[nn.Module, tuple[int, int]] = {}  # each block's (h, w) before padding
+        self.handles = []
+        for block in encoder.modules():
+            if isinstance(block, TinyViTBlock):
+                self.handles.append(block.register_forward_pre_hook(self._remember_map_size))
+                self.handles.append(block.attn.register_forward_hook(self._keep(block)))
 
-    def _keep(self, module, inputs, output) -> None:  # output: (batch * windows, tokens, C)
-        self.outputs.append(output.reshape(self.batch, -1, output.shape[-1]))
+    def _remember_map_size(self, block: TinyViTBlock, inputs) -> None:  # inputs[0]: (batch, h, w, C)
+        self.map_sizes[block] = tuple(inputs[0].shape[1:3])
+
+    def _keep(self, block: TinyViTBlock):
+        def keep(module, inputs, output) -> None:  # output: (batch * windows, window tokens, C)
+            self.outputs.append(unpadded_tokens(output, self.batch, self.map_sizes[block], block.window_size))
+        return keep
 
     def close(self) -> None:
         for handle in self.handles:
             handle.remove()
+
+
+def unpadded_tokens(windows: Tensor, batch: int, map_size: tuple[int, int], window_size: int) -> Tensor:
+    """Window-attention output (batch * windows, ws * ws, C) back on the map, padding dropped: (batch, h * w, C).
+
+    Inverts TinyViTBlock's windowing (the map padded at the bottom and right to whole windows).
+    """
+    height, width = map_size
+    rows, cols = -(-height // window_size), -(-width // window_size)
+    channels = windows.shape[-1]
+    grid = windows.reshape(batch, rows, cols, window_size, window_size, channels).transpose(2, 3)
+    grid = grid.reshape(batch, rows * window_size, cols * window_size, channels)
+    return grid[:, :height, :width].reshape(batch, height * width, channels)
+
+
+def mean_patch_entropy(model: nn.Module, images: Tensor, seed: int = 0) -> float:
+    """The patch-similarity entropy term (mean over blocks and images) of un-augmented images, for checks."""
+    hooks = AttentionOutputs(model.image_encoder)
+    hooks.batch = len(images)
+    generator = torch.Generator().manual_seed(seed)
+    try:
+        with torch.no_grad():
+            model.embed(images)
+        return torch.stack([similarity_entropy(out[i], generator)
+                            for out in hooks.outputs for i in range(len(out))]).mean().item()
+    finally:
+        hooks.close()
 
 
 # --- one batch ------------------------------------------------------------------------------------------
@@ -206,7 +255,7 @@ def image_seed(config: SynthesisConfig, index: int) -> int:
 def _draw_start(config: SynthesisConfig, index: int):
     rng = np.random.default_rng(image_seed(config, index))
     masks = initial_targets(rng, config)
-    boxes = [jittered_box(m, rng) for m in masks]
+    boxes = [user_box(m, rng) for m in masks]
     grey = bool(rng.random() < config.grey_fraction)
     noise = np.clip(rng.normal(0.5, 0.2, size=(3, SIZE, SIZE)), 0, 1).astype(np.float32)
     return rng, masks, boxes, grey, noise
@@ -275,7 +324,7 @@ class BatchSynthesizer:
             for j in range(len(masks)):
                 evolved = evolve_target(masks[j], probabilities[flat], self.boxes[i][j], self.config.max_growth)
                 masks[j] = evolved
-                self.boxes[i][j] = jittered_box(evolved, self.rngs[i])
+                self.boxes[i][j] = user_box(evolved, self.rngs[i])
                 flat += 1
 
     def run(self, progress: tqdm) -> list[dict]:
@@ -364,6 +413,8 @@ def _config_record(config: SynthesisConfig) -> dict:
     record = asdict(config)
     record.pop("count")  # adding images to a folder later is allowed
     record.pop("batch")  # batching is a speed choice; each image has its own seed
+    # Folders made before the entropy term dropped TinyViT's window padding hold images of another objective.
+    record["patch_entropy_tokens"] = "unpadded"
     return record
 
 

@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 from training.calibration_set import CalibrationItem, calibration_items, spread
-from training.catalogue_writer import REPO_ROOT, invoked_command
 from training.dfq_synth import SynthesisConfig, starting_point
 from training.paired_bootstrap import per_case_agreement
+from training.provenance import REPO_ROOT, invoked_command
 from training.ptq import DEFAULT_DATA, export_to_catalogue, load_recipe, ptq_entry, quantized_model
 from training.quant_table import markdown, mean_score, score_model
 from training.quantize import QuantRecipe

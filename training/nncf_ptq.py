@@ -119,7 +119,11 @@ def build(name: str = "litemedsam-nncf-int8", data_dir: Path = DEFAULT_DATA, mod
           threads: int = 2, log=print) -> dict:
     """Quantize `parts` of the FP32 IR into models_dir/name (other parts copied as FP32) and record it."""
     start = time.perf_counter()
-    source_dir = Path(source_dir) if source_dir is not None else MODELS_DIR / FP32_NAME
+    if source_dir is None:  # not kept in git: exported from the pinned checkpoint, sha256-checked, once
+        from training.export_openvino import build_local
+
+        source_dir = build_local(FP32_NAME)
+    source_dir = Path(source_dir)
     items = calibration_items(data_dir, cases, exclude, max_boxes, slices_per_box)
     if max_items is not None:
         items = items[:max_items]

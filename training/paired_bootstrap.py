@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 from qmedsam.metrics import label_agreement
+from qmedsam.npz_io import npz_files_in, read_npz_arrays
 
-from training.catalogue_writer import REPO_ROOT
+from training.provenance import REPO_ROOT
 
 REFERENCE = "litemedsam-fp32"
 
@@ -27,11 +28,12 @@ REFERENCE = "litemedsam-fp32"
 def per_case_agreement(reference: Path, segs: Path) -> dict[str, float]:
     """Label-wise Dice between each case's masks in segs and in reference, by file name."""
     agreement = {}
-    for path in sorted(reference.glob("*.npz")):
+    for path in npz_files_in(reference):
         if not (segs / path.name).exists():
             raise SystemExit(f"{segs} has no masks for {path.name}; score that model again with training.dfq_table")
-        with np.load(path, allow_pickle=False) as a, np.load(segs / path.name, allow_pickle=False) as b:
-            agreement[path.name] = label_agreement(a["segs"], b["segs"])
+        ours, theirs = (read_npz_arrays(p, ["segs"], role="Masks", needs="masks hold 'segs'")["segs"]
+                        for p in (path, segs / path.name))
+        agreement[path.name] = label_agreement(ours, theirs)
     return agreement
 
 

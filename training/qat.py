@@ -8,10 +8,16 @@
 Each stage starts from the previous stage's best checkpoint, quantizes the parts its config adds and
 initialises their activation scales from statistics of training images (Brevitas calibration), then
 trains with SGD and the paper's warm-up + cosine schedule. Every epoch writes `last.pt` (a rerun of the
-same command resumes from it) and a line of `log.jsonl`; the epoch with the best validation Dice (cases
-held out by `training.data.split_by_case`) becomes `best.pt`, which `training.qat_export` turns into an
-OpenVINO model. The student trains in eval mode: BatchNorm statistics stay frozen (a batch of 2 cannot
-estimate them; the INT8 recipe folds them anyway) and drop-path is off, as suits fine-tuning.
+same command resumes from it) and a line of `log.jsonl`; the epoch with the best validation Dice becomes
+`best.pt`, which `training.qat_export` turns into an OpenVINO model. Validation cases come from the split
+file a config names (`split:`, training/configs/split.yaml; its test cases are never read) or else from
+`training.data.split_by_case`; `cases.json` in the output folder lists the cases the run saw.
+
+Two configurations: ours (qat-stage*.yaml) trains in eval mode, so BatchNorm statistics stay frozen (a batch
+of 2 cannot estimate them; the INT8 recipe folds them anyway); the paper's (qat-paper-stage*.yaml, docs/
+qat-paper.md) sets `train_mode: true` as the authors' code does (the whole student, frozen parts included).
+Validation always runs in eval mode and also reports the image embedding's relative L2 error against the
+float LiteMedSAM (`val_embedding_rel_l2`).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import json
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,9 +38,17 @@ from tqdm import tqdm
 
 from training.calibration_set import spread
 from training.catalogue_writer import invoked_command, library_versions
-from training.data import BoxPromptDataset, ModalityBalancedSampler, SliceIndex, collate, discover, split_by_case
+from training.data import (
+    BoxPromptDataset,
+    ModalityBalancedSampler,
+    SliceIndex,
+    collate,
+    discover,
+    split_by_case,
+    split_cases,
+)
 from training.litemedsam import load_litemedsam
-from training.losses import distillation_loss, mask_iou, stage_losses
+from training.losses import distillation_term, mask_iou, stage_losses
 from training.ptq import load_recipe
 from training.qat_checkpoint import load_checkpoint, quantized_litemedsam, save_checkpoint
 from training.qat_config import StageConfig, learning_rate, load_stage_config
@@ -69,7 +84,17 @@ def _datasets(config: StageConfig):
         files = [f for f in files if f.case in set(config.cases)]
     if not files:
         raise SystemExit(f"no labelled training files under {', '.join(config.data)}")
-    train_files, val_files = split_by_case(files, config.val_fraction, config.seed)
+    if config.split:
+        try:
+            train_cases, val_cases = (split_cases(config.path(config.split), role) for role in ("train", "validation"))
+        except ValueError as error:
+            raise SystemExit(str(error)) from None
+        train_files = [f for f in files if f.case in train_cases]
+        val_files = [f for f in files if f.case in val_cases]
+        if not train_files or not val_files:
+            raise SystemExit(f"{config.split} names no train or no validation case under {', '.join(config.data)}")
+    else:
+        train_files, val_files = split_by_case(files, config.val_fraction, config.seed)
     train = BoxPromptDataset(train_files, augment=True, max_jitter=config.max_jitter, seed=config.seed)
     val = BoxPromptDataset(val_files or train_files, augment=False, seed=config.seed)
     return train, val, train_files, val_files
@@ -114,37 +139,47 @@ def _freeze(model: nn.Module, trainable_parts) -> list[nn.Parameter]:
 
 
 @torch.no_grad()
-def validate(step: nn.Module, teacher: nn.Module | None, dataset: BoxPromptDataset, indices, rank: int,
-             world: int) -> dict:
-    """Mean hard Dice and embedding MSE to the teacher over this rank's share, summed across ranks."""
-    totals = torch.zeros(3, dtype=torch.float64)  # dice sum, mse sum, count
+def validate(step: nn.Module, reference: nn.Module, dataset: BoxPromptDataset, indices, rank: int,
+             world: int, reference_cache: dict | None = None) -> dict:
+    """Mean hard Dice and embedding error (MSE, relative L2) against the float model over this rank's share,
+    summed across ranks; in eval mode whatever mode training uses. The float embeddings never change, so
+    `reference_cache` (index -> embedding) keeps them from one epoch to the next."""
+    reference_cache = {} if reference_cache is None else reference_cache
+    step.eval()
+    totals = torch.zeros(4, dtype=torch.float64)  # dice sum, mse sum, relative L2 sum, count
     for index in indices[rank::world]:
         sample = dataset[index]
         images, boxes, target = sample["image"][None], sample["box"][None], sample["mask"][None]
         embedding, logits, _ = step(images, boxes)
         predicted = (logits > 0).float()
         dice = 2 * (predicted * target).sum() / (predicted.sum() + target.sum()).clamp(min=1)
-        mse = ((embedding - teacher.embed(images)) ** 2).mean() if teacher is not None else torch.tensor(0.0)
-        totals += torch.tensor([float(dice), float(mse), 1.0], dtype=torch.float64)
+        if index not in reference_cache:
+            reference_cache[index] = reference.embed(images)
+        float_embedding = reference_cache[index]
+        mse = ((embedding - float_embedding) ** 2).mean()
+        relative = (embedding - float_embedding).norm() / float_embedding.norm()
+        totals += torch.tensor([float(dice), float(mse), float(relative), 1.0], dtype=torch.float64)
     if world > 1:
         dist.all_reduce(totals)
-    count = max(totals[2].item(), 1.0)
+    count = max(totals[3].item(), 1.0)
     return {"val_dice": totals[0].item() / count, "val_embedding_mse": totals[1].item() / count,
-            "val_samples": int(totals[2].item())}
+            "val_embedding_rel_l2": totals[2].item() / count, "val_samples": int(totals[3].item())}
 
 
 def train_epoch(step: nn.Module, teacher, loader, optimizer, config: StageConfig, show: bool, epoch: int) -> dict:
     sums, batches = {}, 0
+    step.train(config.train_mode)  # the student only: the teacher stays in eval mode
     progress = tqdm(loader, desc=f"stage {config.stage} epoch {epoch}", disable=not show, leave=False)
     for batch in progress:
         images, boxes, target = batch["image"], batch["box"], batch["mask"]
         embedding, logits, iou = step(images, boxes)
-        terms = stage_losses(logits, iou, target, config.loss)
+        terms = stage_losses(logits, iou, target, config.loss, config.dice_form)
         if config.loss_weight("distill"):
             with torch.no_grad():
                 teacher_embedding = teacher.embed(images)
-                _, teacher_iou = teacher.decode(teacher_embedding, boxes)
-            terms["distill"] = distillation_loss(embedding, teacher_embedding, teacher_iou)
+                teacher_logits, teacher_iou = teacher.decode(teacher_embedding, boxes)
+            terms["distill"] = distillation_term(embedding, teacher_embedding, teacher_logits, teacher_iou, target,
+                                                 config.distill_weight)
         loss = sum(config.loss_weight(name) * value for name, value in terms.items())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -161,89 +196,148 @@ def train_epoch(step: nn.Module, teacher, loader, optimizer, config: StageConfig
     return {f"train_{k}" if not k.startswith("train_") else k: v / max(batches, 1) for k, v in sums.items()}
 
 
-def run(config: StageConfig, restart: bool = False) -> dict:
-    rank, world = _distributed()
-    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // world))
-    torch.manual_seed(config.seed)
-    out = config.path(config.output_dir)
-    last_path, best_path, log_path = out / "last.pt", out / "best.pt", out / "log.jsonl"
-    resume = load_checkpoint(last_path) if last_path.exists() and not restart else None
-    if resume is None and rank == 0:
-        log_path.unlink(missing_ok=True)  # a fresh start: the log describes this run only
-    if resume is not None and resume["epoch"] + 1 >= config.epochs:
-        if rank == 0:
-            print(f"stage {config.stage}: already complete ({config.epochs} epochs) in {config.output_dir}")
-        return resume["best"]
+@dataclass
+class _Stage:
+    """Everything the epoch loop and the checkpoints of one QAT stage work with, built by `_set_up`."""
 
+    config: StageConfig
+    recipe: QuantRecipe
+    rank: int
+    world: int
+    out: Path
+    model: nn.Module
+    step: nn.Module
+    teacher: nn.Module  # the float LiteMedSAM: distillation teacher and validation reference
+    optimizer: torch.optim.Optimizer
+    train: BoxPromptDataset
+    val: BoxPromptDataset
+    train_files: list
+    val_files: list
+    sampler: ModalityBalancedSampler
+    loader: DataLoader
+    val_indices: object
+    first_epoch: int = 0
+    best: dict = field(default_factory=lambda: {"epoch": -1, "val_dice": -1.0})
+    history: list = field(default_factory=list)
+    reference_embeddings: dict = field(default_factory=dict)  # validation index -> float embedding
+
+
+def _resume_point(config: StageConfig, restart: bool, rank: int) -> dict | None:
+    """last.pt of an interrupted run of this stage (None for a fresh start, whose old log is removed)."""
+    out = config.path(config.output_dir)
+    resume = load_checkpoint(out / "last.pt") if (out / "last.pt").exists() and not restart else None
+    if resume is None and rank == 0:
+        (out / "log.jsonl").unlink(missing_ok=True)  # a fresh start: the log describes this run only
+    return resume
+
+
+def _set_up(config: StageConfig, resume: dict | None, rank: int, world: int) -> _Stage:
+    """Data, the student (calibrated or restored), the frozen teacher, the optimizer and the loader."""
     recipe = load_recipe(config.path(config.recipe))
     train, val, train_files, val_files = _datasets(config)
-    started = time.perf_counter()
     model, report = build_student(config, recipe, train, resume)
     parameters = _freeze(model, config.trainable_parts)
     step: nn.Module = StudentStep(model, config.trainable_parts)
     if world > 1:
         step = nn.parallel.DistributedDataParallel(step)
-    teacher = load_litemedsam().eval().requires_grad_(False) if config.loss_weight("distill") else None
+    teacher = load_litemedsam().eval().requires_grad_(False)
     optimizer = torch.optim.SGD(parameters, lr=config.lr, momentum=config.momentum)
-    first_epoch, best, history = 0, {"epoch": -1, "val_dice": -1.0}, []
-    if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
-        first_epoch, best, history = resume["epoch"] + 1, resume["best"], resume["history"]
-    if rank == 0:
-        os.makedirs(out, exist_ok=True)
-        print(f"stage {config.stage}: {len(train_files)} training / {len(val_files)} validation cases, "
-              f"{sum(p.numel() for p in parameters):,} trainable parameters, world size {world}, "
-              + (f"resuming at epoch {first_epoch}" if resume else
-                 f"{sum(r['quantized'] for r in report)} layers newly quantized"))
-
     sampler = ModalityBalancedSampler(SliceIndex(train.files), config.samples_per_modality, config.seed,
                                       num_replicas=world, rank=rank)
-    loader = DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collate)
-    val_indices = spread(len(val), config.val_samples)
-
-    def finish_epoch(epoch: int, record: dict) -> None:
-        """Log the epoch, keep the best model so far, and write last.pt to resume from."""
-        nonlocal best
-        history.append(record)
-        if record["val_dice"] > best["val_dice"]:
-            best = {"epoch": epoch, "val_dice": record["val_dice"]}
-        if rank == 0:
-            payload = {"stage": config.stage, "epoch": epoch, "recipe": recipe.to_dict(),
-                       "quantized_parts": list(config.quantized_parts), "model": model.state_dict(),
-                       "config": config.to_dict(), "best": best, "history": history,
-                       "train_cases": [f.case for f in train_files], "val_cases": [f.case for f in val_files],
-                       "command": invoked_command(), "world_size": world,
-                       "versions": library_versions("torch", "brevitas")}
-            if best["epoch"] == epoch:
-                save_checkpoint(best_path, payload)
-            save_checkpoint(last_path, dict(payload, optimizer=optimizer.state_dict()))
-            with open(log_path, "a", encoding="utf-8") as log:
-                log.write(json.dumps(record) + "\n")
-            print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
-                  flush=True)
-        if world > 1:
-            dist.barrier()
-
-    if resume is None:  # epoch -1: the calibrated, untrained start; training has to beat it to be kept
-        started_at = time.perf_counter()
-        finish_epoch(-1, {"epoch": -1, "lr": 0.0, **validate(step, teacher, val, val_indices, rank, world),
-                          "seconds": round(time.perf_counter() - started_at, 1)})
-    for epoch in range(first_epoch, config.epochs):
-        epoch_started = time.perf_counter()
-        lr = learning_rate(config, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        sampler.set_epoch(epoch)
-        train.set_epoch(epoch)
-        record = {"epoch": epoch, "lr": lr, **train_epoch(step, teacher, loader, optimizer, config, rank == 0,
-                                                          epoch)}
-        record.update(validate(step, teacher, val, val_indices, rank, world))
-        record["seconds"] = round(time.perf_counter() - epoch_started, 1)
-        finish_epoch(epoch, record)
+    stage = _Stage(config, recipe, rank, world, config.path(config.output_dir), model, step, teacher, optimizer,
+                   train, val, train_files, val_files, sampler,
+                   DataLoader(train, batch_size=config.batch_size, sampler=sampler, collate_fn=collate),
+                   spread(len(val), config.val_samples))
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        stage.first_epoch, stage.best, stage.history = resume["epoch"] + 1, resume["best"], resume["history"]
     if rank == 0:
-        print(f"stage {config.stage}: best epoch {best['epoch']} (validation Dice {best['val_dice']:.4f}) "
-              f"-> {config.output_dir}/best.pt; {time.perf_counter() - started:.0f} s")
-    return best
+        os.makedirs(stage.out, exist_ok=True)
+        _record_cases(stage)
+        print(f"stage {config.stage}: {len(train_files)} training / {len(val_files)} validation cases, "
+              f"{sum(p.numel() for p in parameters):,} trainable parameters, world size {world}, "
+              + (f"resuming at epoch {stage.first_epoch}" if resume else
+                 f"{sum(r['quantized'] for r in report)} layers newly quantized"))
+    return stage
+
+
+def _record_cases(stage: _Stage) -> None:
+    """cases.json beside the checkpoints: which cases trained (and calibrated) and which selected the epoch."""
+    record = {"split": stage.config.split, "data": list(stage.config.data),
+              "train": sorted({f.case for f in stage.train_files}),
+              "validation": sorted({f.case for f in stage.val_files})}
+    (stage.out / "cases.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+
+
+def _finish_epoch(stage: _Stage, epoch: int, record: dict) -> None:
+    """Log the epoch, keep the best model so far (best.pt), and write last.pt to resume from."""
+    config = stage.config
+    stage.history.append(record)
+    if record["val_dice"] > stage.best["val_dice"]:
+        stage.best = {"epoch": epoch, "val_dice": record["val_dice"]}
+    if stage.rank == 0:
+        payload = {"stage": config.stage, "epoch": epoch, "recipe": stage.recipe.to_dict(),
+                   "quantized_parts": list(config.quantized_parts), "model": stage.model.state_dict(),
+                   "config": config.to_dict(), "best": stage.best, "history": stage.history,
+                   "train_cases": [f.case for f in stage.train_files],
+                   "val_cases": [f.case for f in stage.val_files],
+                   "command": invoked_command(), "world_size": stage.world,
+                   "versions": library_versions("torch", "brevitas")}
+        if stage.best["epoch"] == epoch:
+            save_checkpoint(stage.out / "best.pt", payload)
+        save_checkpoint(stage.out / "last.pt", dict(payload, optimizer=stage.optimizer.state_dict()))
+        with open(stage.out / "log.jsonl", "a", encoding="utf-8") as log:
+            log.write(json.dumps(record) + "\n")
+        print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+              flush=True)
+    if stage.world > 1:
+        dist.barrier()
+
+
+def _validate(stage: _Stage) -> dict:
+    return validate(stage.step, stage.teacher, stage.val, stage.val_indices, stage.rank, stage.world,
+                    stage.reference_embeddings)
+
+
+def _train_epochs(stage: _Stage) -> None:
+    """Epoch -1 (the calibrated, untrained start, which training has to beat to be kept) on a fresh start,
+    then every remaining epoch: learning rate, one pass over the balanced sample, validation, checkpoint."""
+    config = stage.config
+    if stage.first_epoch == 0 and not stage.history:
+        started = time.perf_counter()
+        _finish_epoch(stage, -1, {"epoch": -1, "lr": 0.0, **_validate(stage),
+                                  "seconds": round(time.perf_counter() - started, 1)})
+    for epoch in range(stage.first_epoch, config.epochs):
+        started = time.perf_counter()
+        lr = learning_rate(config, epoch)
+        for group in stage.optimizer.param_groups:
+            group["lr"] = lr
+        stage.sampler.set_epoch(epoch)
+        stage.train.set_epoch(epoch)
+        record = {"epoch": epoch, "lr": lr, **train_epoch(stage.step, stage.teacher, stage.loader, stage.optimizer,
+                                                          config, stage.rank == 0, epoch)}
+        record.update(_validate(stage))
+        record["seconds"] = round(time.perf_counter() - started, 1)
+        _finish_epoch(stage, epoch, record)
+
+
+def run(config: StageConfig, restart: bool = False) -> dict:
+    """One stage: set up (or resume), train its epochs with checkpoints; returns the best epoch and its Dice."""
+    rank, world = _distributed()
+    torch.set_num_threads(config.threads or max(1, (os.cpu_count() or 1) // world))
+    torch.manual_seed(config.seed)
+    resume = _resume_point(config, restart, rank)
+    if resume is not None and resume["epoch"] + 1 >= config.epochs:
+        if rank == 0:
+            print(f"stage {config.stage}: already complete ({config.epochs} epochs) in {config.output_dir}")
+        return resume["best"]
+    started = time.perf_counter()
+    stage = _set_up(config, resume, rank, world)
+    _train_epochs(stage)
+    if rank == 0:
+        print(f"stage {config.stage}: best epoch {stage.best['epoch']} (validation Dice "
+              f"{stage.best['val_dice']:.4f}) -> {config.output_dir}/best.pt; {time.perf_counter() - started:.0f} s")
+    return stage.best
 
 
 def main(argv=None) -> None:

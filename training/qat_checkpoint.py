@@ -8,13 +8,13 @@ loading the state: there is one model definition, and quantization is a transfor
 
 from __future__ import annotations
 
-import os
 import pickle
 from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import torch
+from qmedsam.atomic import atomic_write
 from torch import nn
 
 from training.litemedsam import load_litemedsam
@@ -24,11 +24,10 @@ FORMAT = "qmedsam-qat-checkpoint/1"
 
 
 def save_checkpoint(path: Path, payload: dict) -> None:
-    """Write next to the target, then rename: an interrupted save never leaves a half-written checkpoint."""
+    """Written atomically (qmedsam.atomic): an interrupted save never leaves a half-written checkpoint."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(dict(payload, format=FORMAT), partial)
-    os.replace(partial, path)
+    atomic_write(path, lambda temp: torch.save(dict(payload, format=FORMAT), temp), overwrite=True)
 
 
 def load_checkpoint(path: Path) -> dict:

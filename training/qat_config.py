@@ -14,6 +14,8 @@ from typing import Optional, Union
 import yaml
 
 from training.catalogue_writer import REPO_ROOT
+from training.data import DEFAULT_DATA_IN_REPO
+from training.losses import DICE_FORMS, DISTILL_WEIGHTS
 from training.quantize import QUANTIZABLE_PARTS
 
 LOSS_TERMS = ("dice", "bce", "focal", "iou", "distill")
@@ -27,8 +29,11 @@ class StageConfig:
     trainable_parts: tuple
     output_dir: str
     init_checkpoint: Optional[str] = None  # the previous stage's best.pt
-    data: tuple = ("../shared/data",)
+    data: tuple = (DEFAULT_DATA_IN_REPO,)
     cases: Optional[tuple] = None  # keep only these case names (None: all)
+    # A split file (training/configs/split.yaml): its train cases train, its validation cases select the epoch,
+    # its test cases are never read. None: a val_fraction of the cases, drawn per modality, validates.
+    split: Optional[str] = None
     val_fraction: float = 0.2
     samples_per_modality: Union[str, int] = "min"  # "min", "tenth" or a number (the paper: 900)
     batch_size: int = 2
@@ -38,6 +43,9 @@ class StageConfig:
     warmup_epochs: int = 5
     cosine_epochs: int = 10
     loss: dict = field(default_factory=lambda: {"dice": 1.0, "bce": 1.0})
+    dice_form: str = "plain"  # "squared": the authors' MONAI DiceLoss(squared_pred=True)
+    distill_weight: str = "predicted_iou"  # "true_iou": the paper's weight (teacher mask vs ground truth)
+    train_mode: bool = False  # True: the student trains in train mode (BatchNorm batch statistics), as the authors
     max_jitter: int = 10
     val_samples: int = 16
     calibration_samples: int = 16
@@ -58,6 +66,10 @@ class StageConfig:
         unknown = set(self.loss) - set(LOSS_TERMS)
         if unknown:
             raise ValueError(f"unknown loss term(s) {sorted(unknown)}; use {LOSS_TERMS}")
+        if self.dice_form not in DICE_FORMS:
+            raise ValueError(f"dice_form must be one of {DICE_FORMS}, got {self.dice_form!r}")
+        if self.distill_weight not in DISTILL_WEIGHTS:
+            raise ValueError(f"distill_weight must be one of {DISTILL_WEIGHTS}, got {self.distill_weight!r}")
         if self.warmup_epochs < 0 or self.cosine_epochs < 1:
             raise ValueError("warmup_epochs must be >= 0 and cosine_epochs >= 1")
 

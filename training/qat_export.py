@@ -14,8 +14,9 @@ from pathlib import Path
 
 import torch
 
-from training.catalogue_writer import MODELS_DIR, invoked_command, library_versions
+from training.catalogue_writer import MODELS_DIR
 from training.litemedsam.weights import SOURCE_CHECKPOINT
+from training.provenance import invoked_command, library_versions
 from training.ptq import export_to_catalogue
 from training.qat_checkpoint import model_from_checkpoint
 from training.quantize import QuantRecipe

@@ -32,6 +32,7 @@ from brevitas.quant import (
     Int8ActPerTensorFloat,
     Int8WeightPerChannelFloat,
     Int8WeightPerTensorFloat,
+    ShiftedUint8ActPerTensorFloat,
     Uint8ActPerTensorFloat,
 )
 from torch import Tensor, nn
@@ -40,6 +41,7 @@ from training.litemedsam.layers import ConvBN, MatMul
 from training.reparam import reparameterize
 
 QUANTIZABLE_PARTS = ("image_encoder", "mask_decoder")
+SATURATION_FREE_WEIGHT_BITS = 7  # narrow range: integers in [-63, 63]
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,15 @@ class QuantRecipe:
     mask_decoder_bits: Optional[int] = None  # decoder weights and activations; None: weight_bits/act_bits
     log2_softmax: bool = False  # post-softmax operand of every attn·v on a log-√2 grid (DFQ-SAM)
     reparameterize: bool = False  # scale reparameterization of the encoder's post-LayerNorm activations
+    # The same integers on every CPU (docs/int8.md): CPUs without VNNI multiply u8 x s8 with vpmaddubsw, whose
+    # pairwise int16 sums saturate once |w| reaches 65 (2 * 255 * 64 < 32767 <= 2 * 255 * 65); weights kept
+    # within +-63 (7 bits, still stored as int8) cannot saturate, so every kernel computes the exact int32 sum.
+    saturation_free_weights: bool = False
+    # Inputs of Linear / Conv layers quantized asymmetric unsigned (u8 with a zero point): OpenVINO then runs
+    # its u8 FullyConnected kernels (faster than the signed path) and no kernel needs the +128 shift and
+    # compensation that signed inputs take on CPUs without s8 x s8 instructions. ConvTranspose inputs stay
+    # signed: OpenVINO runs a transposed convolution with an input zero point in f32 (measured).
+    unsigned_inputs: bool = False
 
     @classmethod
     def from_dict(cls, values: dict | None) -> QuantRecipe:
@@ -160,8 +171,12 @@ def _quantizers(recipe: QuantRecipe, layer: nn.Module, part: str):
     weight_bits, act_bits = recipe.bits(part)
     if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d)) and recipe.conv_weight_bits:
         weight_bits = recipe.conv_weight_bits
+    if recipe.saturation_free_weights:
+        weight_bits = min(weight_bits, SATURATION_FREE_WEIGHT_BITS)
     weight = (Int8WeightPerChannelFloat if recipe.weight_per_channel else Int8WeightPerTensorFloat)
-    return weight.let(bit_width=weight_bits), Int8ActPerTensorFloat.let(bit_width=act_bits)
+    unsigned = recipe.unsigned_inputs and not isinstance(layer, nn.ConvTranspose2d)
+    act = ShiftedUint8ActPerTensorFloat if unsigned else Int8ActPerTensorFloat
+    return weight.let(bit_width=weight_bits), act.let(bit_width=act_bits)
 
 
 def _quant_layer(layer: nn.Module, recipe: QuantRecipe, part: str) -> nn.Module:

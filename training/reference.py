@@ -85,6 +85,7 @@ class OfficialPipeline:
         for label, box in enumerate(boxes, start=1):
             x_min, y_min, z_min, x_max, y_max, z_max = (int(v) for v in box)
             middle_box = np.array([x_min, y_min, x_max, y_max])
+            # Written out rather than qmedsam.engine.middle_slice: this is the oracle the engine is tested against.
             z_middle = int((z_max - z_min) / 2 + z_min)
             this_box = np.zeros(volume.shape, np.uint8)
             upward = range(z_middle, min(z_max + 1, depth))

@@ -53,14 +53,15 @@ class SliceFrame:
         return 2 - self.normal_axis, 2 - self.row_axis, 2 - self.column_axis
 
     def to_engine(self, volume_kji: np.ndarray) -> np.ndarray:
-        """(slices, rows, columns) view of a (k, j, i) array, oriented as on screen (no copy)."""
-        view = np.transpose(volume_kji, self._numpy_order())
+        """(slices, rows, columns) view of a (k, j, i) array, oriented as on screen (no copy); a trailing colour
+        axis, (k, j, i, c), stays last."""
+        view = np.transpose(volume_kji, self._numpy_order() + tuple(range(3, volume_kji.ndim)))
         return view[:, ::-1 if self.row_flip else 1, ::-1 if self.column_flip else 1]
 
     def from_engine(self, engine_array: np.ndarray) -> np.ndarray:
         """Inverse of to_engine: a (slices, rows, columns) array back to (k, j, i) order."""
         unflipped = engine_array[:, ::-1 if self.row_flip else 1, ::-1 if self.column_flip else 1]
-        return np.transpose(unflipped, np.argsort(self._numpy_order()))
+        return np.transpose(unflipped, tuple(np.argsort(self._numpy_order())) + tuple(range(3, engine_array.ndim)))
 
     def engine_shape(self, volume_shape_kji) -> tuple[int, int, int]:
         order = self._numpy_order()

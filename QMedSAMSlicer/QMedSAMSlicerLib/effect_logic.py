@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
+from qmedsam.errors import QMedSAMError
 
 from .box_geometry import SliceBox, SliceFrame, as_matrix
 from .intensity import IntensityWindow
@@ -29,6 +30,14 @@ MODES = (SLICE_MODE, VOLUME_MODE)
 
 
 GRID_TOLERANCE = 1e-6  # in voxels (entries of the world-to-index matrix): only float noise counts as equal
+
+
+class Stopped(QMedSAMError):
+    """The user stopped a run (Stop, or left the effect); nothing was changed. The engine's own Cancelled needs
+    OpenVINO to import, this does not."""
+
+    def __init__(self, message: str = "Segmentation cancelled; nothing was changed."):
+        super().__init__(message)
 
 
 class ApplyRefused(ValueError):
@@ -118,12 +127,39 @@ class PendingResult:
     description: str
     geometry: VolumeGeometry
 
+    def voxels_kji(self) -> tuple:
+        """(k, j, i) index arrays of this mask's voxels on the grid it was computed on: only the voxels, so that
+        a labelmap can be built over their extent instead of the whole volume."""
+        slices, rows, columns = np.nonzero(self.mask)
+        depth, height, width = self.frame.engine_shape(self.geometry.shape)
+        ijk = [None, None, None]
+        ijk[self.frame.normal_axis] = slices + self.first
+        ijk[self.frame.row_axis] = (height - 1) - rows if self.frame.row_flip else rows
+        ijk[self.frame.column_axis] = (width - 1) - columns if self.frame.column_flip else columns
+        return ijk[2], ijk[1], ijk[0]
+
     def paint_into(self, target_kji: np.ndarray) -> None:
         """OR this mask into a (k, j, i) array of the whole volume grid it was computed on."""
-        if tuple(target_kji.shape) != self.geometry.shape:  # would be a numpy broadcasting error below
+        if tuple(target_kji.shape) != self.geometry.shape:  # would be an indexing error below
             raise StalePreview(geometry_change(self.geometry, VolumeGeometry(target_kji.shape)))
-        oriented = self.frame.to_engine(target_kji)  # a view: writing to it writes target_kji
-        oriented[self.first:self.first + len(self.mask)] |= self.mask
+        target_kji[self.voxels_kji()] = True
+
+
+def union_voxels(results) -> tuple:
+    """(k, j, i) index arrays of the union of several results' voxels (duplicates are harmless)."""
+    parts = [result.voxels_kji() for result in results]
+    if not parts:
+        return tuple(np.zeros(0, np.intp) for _ in range(3))
+    return tuple(np.concatenate([part[axis] for part in parts]) for axis in range(3))
+
+
+def next_segment_name(existing_names, stem: str = "QMedSAM") -> str:
+    """'<stem> N' with the smallest N >= 1 that no segment is called yet."""
+    taken = set(existing_names)
+    number = 1
+    while f"{stem} {number}" in taken:
+        number += 1
+    return f"{stem} {number}"
 
 
 # Apply steps, in the order the effect must perform them.
@@ -215,7 +251,7 @@ class PreviewSession:
 
 
 def mask_for_apply(session: PreviewSession, action: Action, shape_kji) -> np.ndarray:
-    """The (k, j, i) bool mask a MODIFY_SELECTED step writes."""
+    """The (k, j, i) bool mask a MODIFY_SELECTED step writes (whole grid: for tests and small volumes)."""
     if action.mask_index is None:
         return session.preview_mask(shape_kji)
     mask = np.zeros(shape_kji, bool)
@@ -223,9 +259,25 @@ def mask_for_apply(session: PreviewSession, action: Action, shape_kji) -> np.nda
     return mask
 
 
+def voxels_for_apply(session: PreviewSession, action: Action) -> tuple:
+    """(k, j, i) index arrays of the voxels a MODIFY_SELECTED step writes."""
+    results = session.pending if action.mask_index is None else [session.pending[action.mask_index]]
+    return union_voxels(results)
+
+
+LUMINANCE = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601, as colour images are shown in grey
+
+
+def grey(images: np.ndarray) -> np.ndarray:
+    """uint8 grey of uint8 colour images (..., 3); grey images unchanged."""
+    if images.ndim < 4:
+        return images
+    return np.clip(np.rint(images.astype(np.float32) @ LUMINANCE), 0, 255).astype(np.uint8)
+
+
 def engine_slices(volume_kji: np.ndarray, frame: SliceFrame, first: int, last: int,
                   window: IntensityWindow) -> np.ndarray:
-    """uint8 (slices, rows, columns) input for the engine; the background encoder uses the same function,
+    """uint8 (slices, rows, columns[, 3]) input for the engine; the background encoder uses the same function,
     so a prefetched embedding is found by content in the engine's cache."""
     return window.apply(frame.to_engine(volume_kji)[first:last + 1])
 
@@ -239,8 +291,8 @@ def run_engine_call(segmenter, call: EngineCall, frame: SliceFrame, volume_kji: 
     if call.method == "segment_2d":
         labels = segmenter.segment_2d(images[0], call.boxes)[None]
         what = f"slice {call.first}"
-    else:
-        labels = segmenter.segment_3d(images, call.boxes, progress=progress, cancel=cancel)
+    else:  # propagation works on grey slices: a colour volume is propagated on its luminance
+        labels = segmenter.segment_3d(grey(images), call.boxes, progress=progress, cancel=cancel)
         what = f"slices {call.first}-{call.last}"
     geometry = geometry if geometry is not None else VolumeGeometry(volume_kji.shape)
     return PendingResult(frame, call.first, labels > 0, what, geometry)

@@ -15,9 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from qmedsam.intensity import percentile_range, scale_to_uint8, window_range
 
 CT_AIR_THRESHOLD = -500.0
-PERCENTILES = (0.5, 99.5)
 SAMPLE_LIMIT = 4_000_000  # percentiles of a strided sample beyond this many voxels: same to < 1 grey level
 
 
@@ -33,13 +33,7 @@ class IntensityWindow:
         values = np.asarray(values)
         if self.rule == "unchanged":
             return values.astype(np.uint8, copy=False)
-        if self.high <= self.low:
-            return np.zeros(values.shape, np.uint8)
-        as_float = values.astype(np.float32)
-        scaled = (np.clip(as_float, self.low, self.high) - self.low) * np.float32(255.0 / (self.high - self.low))
-        if self.keep_zero:
-            scaled[as_float == 0] = 0
-        return scaled.astype(np.uint8)  # truncation, as MedSAM's preprocessing does
+        return scale_to_uint8(values, self.low, self.high, self.keep_zero)
 
 
 def is_ct_like(scalar_minimum: float) -> bool:
@@ -47,15 +41,9 @@ def is_ct_like(scalar_minimum: float) -> bool:
 
 
 def percentile_window(volume: np.ndarray) -> IntensityWindow:
-    """0.5-99.5 percentiles of the non-zero voxels (a strided sample for very large volumes)."""
-    flat = np.asarray(volume).ravel()
-    if flat.size > SAMPLE_LIMIT:
-        flat = flat[:: int(np.ceil(flat.size / SAMPLE_LIMIT))]
-    foreground = flat[flat != 0]
-    if foreground.size == 0:
-        return IntensityWindow(0.0, 0.0, True, "percentiles")
-    low, high = (float(v) for v in np.percentile(foreground.astype(np.float64), PERCENTILES))
-    return IntensityWindow(low, high, True, "percentiles")
+    """The engine's percentile rule on a strided sample of at most SAMPLE_LIMIT voxels."""
+    found = percentile_range(volume, sample_limit=SAMPLE_LIMIT)
+    return IntensityWindow(*(found or (0.0, 0.0)), True, "percentiles")
 
 
 def choose_window(volume: np.ndarray, window: float | None, level: float | None,
@@ -66,5 +54,5 @@ def choose_window(volume: np.ndarray, window: float | None, level: float | None,
         return IntensityWindow(0.0, 255.0, False, "unchanged")
     has_window = window is not None and level is not None and window > 0
     if has_window and (not auto_window_level or is_ct_like(float(volume.min()))):
-        return IntensityWindow(level - window / 2.0, level + window / 2.0, False, "window/level")
+        return IntensityWindow(*window_range(level, window), False, "window/level")
     return percentile_window(volume)

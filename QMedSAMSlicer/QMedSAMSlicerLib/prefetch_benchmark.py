@@ -14,14 +14,15 @@ import statistics
 import time
 
 import numpy as np
-from qmedsam.engine import EmbeddingCache, Segmenter
+from qmedsam.engine import EmbeddingCache, Segmenter, middle_slice
+from qmedsam.npz_io import read_npz_arrays
 
 from .background_encoder import BackgroundEncoder
 
 SCENARIOS = ("new slice, no prefetch", "new slice, mouse arrived 500 ms before release", "slice already viewed")
 
 
-def _release(segmenter, encoder, image, box) -> float:
+def release_to_mask(segmenter, encoder, image, box) -> float:
     """Seconds from release to mask, as the effect does it."""
     start = time.perf_counter()
     encoder.finish(image)
@@ -44,7 +45,7 @@ def measure(segmenter, image: np.ndarray, box: np.ndarray, repeats: int = 5, dwe
                 else:
                     while encoder.poll():
                         time.sleep(0.005)
-            results[name].append(_release(segmenter, encoder, image, box))
+            results[name].append(release_to_mask(segmenter, encoder, image, box))
     return {name: 1000 * statistics.median(times) for name, times in results.items()}
 
 
@@ -55,10 +56,9 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--model", default=None)
     args = parser.parse_args(argv)
-    with np.load(args.case) as data:
-        volume, boxes = data["imgs"], data["boxes"]
-    x_min, y_min, z_min, x_max, y_max, z_max = boxes[0]
-    image = np.ascontiguousarray(volume[int((z_max - z_min) / 2 + z_min)])
+    case = read_npz_arrays(args.case, ("imgs", "boxes"))
+    x_min, y_min, z_min, x_max, y_max, z_max = case["boxes"][0]
+    image = np.ascontiguousarray(case["imgs"][middle_slice(z_min, z_max)])
     segmenter = Segmenter(args.model, threads=args.threads)
     segmenter.segment_2d(image, [[x_min, y_min, x_max, y_max]])  # warm-up: first inference allocates
     print(f"model {segmenter.entry.name}, slice {image.shape}, threads {args.threads or 'auto'}, "

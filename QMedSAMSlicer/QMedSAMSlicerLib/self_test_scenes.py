@@ -105,3 +105,43 @@ def plane_dice(mask, truth, plane) -> float:
     """Dice of two (k, j, i) masks on one voxel slice (numpy axis, index)."""
     axis, index = plane
     return dice(np.take(mask, index, axis), np.take(truth, index, axis))
+
+
+class BoxThresholdStandIn:
+    """NOT LiteMedSAM: a geometric stand-in with the engine's segment_2d/segment_3d interface, so that the
+    self-test exercises every MRML step (geometry, preview, masking, Apply, undo) in a Slicer without OpenVINO.
+    Inside each box it keeps the voxels brighter than halfway between the box's border and its centre, which
+    finds the self-test's bright ellipsoids and nothing else."""
+
+    name = "box-threshold stand-in (not LiteMedSAM: OpenVINO is not installed)"
+
+    @staticmethod
+    def _threshold(image_hw: np.ndarray, x0: int, y0: int, x1: int, y1: int) -> float:
+        box = image_hw[y0:y1 + 1, x0:x1 + 1].astype(np.float32)
+        border = np.concatenate([box[0], box[-1], box[:, 0], box[:, -1]])
+        h, w = box.shape
+        centre = box[h // 2 - h // 8:h // 2 + h // 8 + 1, w // 2 - w // 8:w // 2 + w // 8 + 1]
+        return (float(np.median(border)) + float(np.median(centre))) / 2.0
+
+    def segment_2d(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+        grey = image.mean(axis=-1) if image.ndim == 3 else image
+        labels = np.zeros(grey.shape, np.uint8)
+        for label, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, int), start=1):
+            region = grey[y0:y1 + 1, x0:x1 + 1]
+            labels[y0:y1 + 1, x0:x1 + 1][region > self._threshold(grey, x0, y0, x1, y1)] = label
+        return labels
+
+    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray, progress=None, cancel=None) -> np.ndarray:
+        labels = np.zeros(volume.shape, np.uint8)
+        for label, (x0, y0, z0, x1, y1, z1) in enumerate(np.asarray(boxes, int), start=1):
+            threshold = self._threshold(volume[(z0 + z1) // 2], x0, y0, x1, y1)
+            for done, z in enumerate(range(z0, z1 + 1), start=1):
+                if cancel is not None and cancel():
+                    from .effect_logic import Stopped
+
+                    raise Stopped()
+                region = volume[z, y0:y1 + 1, x0:x1 + 1]
+                labels[z, y0:y1 + 1, x0:x1 + 1][region > threshold] = label
+                if progress is not None:
+                    progress(done, z1 - z0 + 1)
+        return labels

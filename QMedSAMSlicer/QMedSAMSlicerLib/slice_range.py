@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from qmedsam.engine import middle_slice
 
 AUTO = 0  # spin-box value meaning "derive the extent from the box"
 MAX_HALF_EXTENT = 200
@@ -35,8 +36,8 @@ class SliceRange:
 
     @property
     def starts_on_drawn_slice(self) -> bool:
-        """Whether the engine's middle slice, int((last - first) / 2 + first), is the drawn one."""
-        return int((self.last - self.first) / 2 + self.first) == self.drawn
+        """Whether the engine's middle slice of the range is the drawn one."""
+        return middle_slice(self.first, self.last) == self.drawn
 
 
 def auto_half_extent(box_width: int, box_height: int, in_plane_spacing: tuple[float, float],

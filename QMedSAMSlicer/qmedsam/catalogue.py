@@ -3,6 +3,10 @@
 `training/` writes the catalogue; the engine only reads it. A model file is used only after its sha256
 matches the catalogue, and the bytes that were hashed are the bytes handed to OpenVINO, so a file cannot
 change between the check and the load.
+
+Only the default model ships inside the extension; the others are fetched or imported (model_store) into a
+per-user folder, because an installed extension's own folder may be read-only. A model's files are looked
+for in the catalogue's folder first, then in the user folder.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +27,29 @@ DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "Resources" / "Models
 def models_dir() -> Path:
     """Where the catalogue lives: $QMEDSAM_MODELS_DIR, else the Resources/Models folder shipped beside us."""
     return Path(os.environ.get("QMEDSAM_MODELS_DIR", DEFAULT_MODELS_DIR))
+
+
+def user_models_dir() -> Path:
+    """Where fetched and imported models go: $QMEDSAM_USER_MODELS_DIR, else the platform's per-user data folder."""
+    if os.environ.get("QMEDSAM_USER_MODELS_DIR"):
+        return Path(os.environ["QMEDSAM_USER_MODELS_DIR"])
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "QMedSAM" / "models"
+
+
+def _has_files(folder: Path, names, sizes: dict) -> bool:
+    """Cheap presence test: every file exists, with its catalogue size if known (sha256 is checked on load)."""
+    try:
+        return all((folder / name).is_file() and (name not in sizes or (folder / name).stat().st_size == sizes[name])
+                   for name in names)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -37,6 +65,20 @@ class ModelEntry:
     description: str = ""
     record: dict = field(default_factory=dict, compare=False, repr=False)
 
+    @property
+    def sizes(self) -> dict:
+        """Bytes per file; catalogues written before sizes were recorded give none."""
+        return self.record.get("size") or {}
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+    @property
+    def present(self) -> bool:
+        """All files are in self.folder (with their recorded sizes, when the catalogue has them)."""
+        return _has_files(self.folder, self.sha256, self.sizes)
+
     def read_verified(self, file_name: str) -> bytes:
         """The file's bytes, after checking them against the recorded sha256."""
         path = self.folder / file_name
@@ -44,6 +86,11 @@ class ModelEntry:
         if expected is None:
             raise QMedSAMError(f"Model '{self.name}': {file_name} has no sha256 in {CATALOGUE_FILE}; "
                                "re-export the model so that the catalogue records it.")
+        if not path.exists():
+            raise QMedSAMError(f"Model '{self.name}' is not on this computer ({file_name} missing). Download it "
+                               f"with `qmedsam models --fetch {self.name}` (or Download... in the QMedSAM module), "
+                               "import it with `qmedsam models --import-from FOLDER_OR_ZIP`, or build it with "
+                               f"`{self.record.get('command', 'its training command')}`.")
         try:
             data = path.read_bytes()
         except OSError as error:
@@ -74,19 +121,32 @@ def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
     except (json.JSONDecodeError, KeyError, TypeError) as error:
         raise QMedSAMError(f"The model catalogue {path} is not valid ({error}); restore it from git.") from None
     return [ModelEntry(name=r["name"], precision=r["precision"], calibration=r["calibration"],
-                       folder=folder / r["folder"], encoder=r["encoder"], decoder=r["decoder"],
+                       folder=_locate(r, folder), encoder=r["encoder"], decoder=r["decoder"],
                        sha256=r["sha256"], default=bool(r.get("default", False)),
                        description=r.get("description", ""), record=r) for r in records]
+
+
+def _locate(record: dict, folder: Path) -> Path:
+    """The catalogue's own folder when it holds the model, else the user folder (where a fetch puts it)."""
+    shipped = folder / record["folder"]
+    if _has_files(shipped, record["sha256"], record.get("size") or {}):
+        return shipped
+    return user_models_dir() / record["folder"]
+
+
+def default_entry(entries):
+    """The entry marked default, else the first one; None for an empty catalogue."""
+    return next((e for e in entries if e.default), next(iter(entries), None))
 
 
 def find_model(name: str | None = None, folder: Path | None = None) -> ModelEntry:
     """The named model, or the catalogue's default when name is None."""
     entries = load_catalogue(folder)
     if name is None:
-        defaults = [e for e in entries if e.default] or entries[:1]
-        if not defaults:
+        chosen = default_entry(entries)
+        if chosen is None:
             raise QMedSAMError("The model catalogue is empty. Export a model first.")
-        return defaults[0]
+        return chosen
     for entry in entries:
         if entry.name == name:
             return entry

@@ -77,8 +77,9 @@ def _load_job(job: _Job, window):
 
         case = load_npz_case(job.source)
         return case.kind, case.image, case.boxes, None
+    from .intensity import to_uint8
     from .validation import validate_volume
-    from .volume_io import read_boxes_json, read_volume, to_uint8, volume_array
+    from .volume_io import read_boxes_json, read_volume, volume_array
 
     image = read_volume(job.source)
     volume = to_uint8(validate_volume(volume_array(image)), window=window)
@@ -122,12 +123,20 @@ def run_segment(args) -> int:
             check_writable_target(_overlay_path(job), args.overwrite)
     for job in tqdm(jobs, desc="cases", unit="case", disable=len(jobs) == 1 or args.quiet):
         kind, image, boxes, reference = _load_job(job, window)
-        with tqdm(total=0, desc=job.source.name, unit="slice", leave=False, disable=args.quiet) as bar:
-            def progress(done, total, bar=bar):
-                bar.total = total
-                bar.update(done - bar.n)
+        # The slice bar opens at the first progress report, when its total is known (never "0slice"); only 3D
+        # reports progress, so a 2D image, one step, gets no bar of its own.
+        bars = []
 
+        def progress(done, total, bars=bars, name=job.source.name):
+            if not bars:
+                bars.append(tqdm(total=total, desc=name, unit="slice", leave=False, disable=args.quiet))
+            bars[0].update(done - bars[0].n)
+
+        try:
             labels = segment_case(segmenter, kind, image, boxes, progress=progress)
+        finally:
+            for bar in bars:
+                bar.close()
         if reference is None:
             save_segs_npz(job.output, labels, overwrite=args.overwrite)
         else:
@@ -152,14 +161,45 @@ def run_models(args) -> int:
     from .catalogue import load_catalogue
 
     entries = load_catalogue(Path(args.models_dir) if args.models_dir else None)
+    if args.fetch or args.import_from or args.remove:
+        return _change_models(args, entries)
     if args.json:
         print(json.dumps([e.record for e in entries], indent=2))
         return 0
-    print(f"{'name':32} {'precision':14} {'calibration':12} default")
+    print(f"{'name':32} {'precision':14} {'calibration':12} {'default':8} {'MB':>6}  where")
     for entry in entries:
-        print(f"{entry.name:32} {entry.precision:14} {entry.calibration:12} {'yes' if entry.default else ''}")
+        where = str(entry.folder) if entry.present else "absent: qmedsam models --fetch " + entry.name
+        print(f"{entry.name:32} {entry.precision:14} {entry.calibration:12} {'yes' if entry.default else '':8} "
+              f"{entry.total_bytes / 1e6:6.1f}  {where}")
     return 0
 
+
+def _change_models(args, entries) -> int:
+    """--fetch / --import-from / --remove: the only commands that download or delete models."""
+    from . import model_store
+    from .catalogue import find_model
+
+    folder = Path(args.models_dir) if args.models_dir else None
+    if args.import_from:
+        for name in model_store.import_models(args.import_from, entries):
+            print(f"imported {name} into {find_model(name, folder).folder}")
+    if args.remove:
+        print(f"removed {args.remove} from {model_store.remove(find_model(args.remove, folder))}")
+    if args.fetch:
+        from tqdm import tqdm
+
+        entry = find_model(args.fetch, folder)
+        if entry.present:
+            print(f"{entry.name} is already present in {entry.folder}")
+            return 0
+        with tqdm(total=entry.total_bytes, unit="B", unit_scale=True, desc=entry.name, disable=args.quiet) as bar:
+            target = model_store.fetch(entry, progress=lambda done, total: bar.update(done - bar.n))
+        print(f"fetched {entry.name} into {target} (sha256 verified)")
+    return 0
+
+
+# One default for every command that runs the model (segment, bench): what the user gets unasked.
+THREADS_HELP = "CPU threads for OpenVINO (default: all cores, OpenVINO's choice)"
 
 BOXES_HELP = """Volume boxes are JSON: {"coordinates": "voxel" | "physical", "boxes": [{"min": [x, y, z],
 "max": [x, y, z], "name": "liver"}]}; physical coordinates are LPS millimetres (ITK/SimpleITK)."""
@@ -174,28 +214,46 @@ def build_parser() -> argparse.ArgumentParser:
 
     segment = commands.add_parser("segment", help="segment challenge .npz files/folders or NIfTI/NRRD/MHA volumes",
                                   epilog=BOXES_HELP)
-    segment.add_argument("inputs", nargs="+", metavar="INPUT")
-    segment.add_argument("-o", "--output", required=True, metavar="OUTDIR")
+    segment.add_argument("inputs", nargs="+", metavar="INPUT",
+                         help="challenge .npz case(s) with 'imgs' and 'boxes', folder(s) of them, or NIfTI/NRRD/MHA "
+                              "volume(s) with boxes JSON beside them (<name>.boxes.json) or given by --boxes")
+    segment.add_argument("-o", "--output", required=True, metavar="OUTDIR",
+                         help="folder for the results (required; created if missing): <case>.npz with 'segs' for "
+                              ".npz inputs, <name>_labels.nii.gz for volumes")
     segment.add_argument("--model", default=None, help="catalogue name (default: the catalogue's default)")
     segment.add_argument("--models-dir", default=None,
                          help="another model catalogue folder, e.g. runs/qat/models (default: the shipped one)")
-    segment.add_argument("--threads", type=int, default=None, help="CPU threads for OpenVINO (default: all)")
+    segment.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     segment.add_argument("--inference-precision", choices=("f32", "bf16"), default="f32",
                          help="float arithmetic: f32 (default, same masks on every CPU) or bf16 (about 2x "
                               "faster on CPUs with AVX512-BF16/AMX, slightly different masks)")
-    segment.add_argument("--boxes", default=None, help="boxes JSON for a single volume input")
+    segment.add_argument("--boxes", default=None, metavar="FILE",
+                         help="boxes JSON for a single volume input (default: <volume name>.boxes.json beside it)")
     segment.add_argument("--window", default=None, metavar="LEVEL,WIDTH",
                          help="intensity window for non-uint8 volumes, e.g. 40,400 for CT (default: "
                               "0.5-99.5 percentiles of non-zero voxels)")
-    segment.add_argument("--overlay", action="store_true", help="also write a PNG overlay per input")
-    segment.add_argument("--cache-mb", type=float, default=512.0, help="embedding cache size")
-    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    segment.add_argument("-q", "--quiet", action="store_true")
+    segment.add_argument("--overlay", action="store_true",
+                         help="also write <name>_overlay.png per input (default: off)")
+    segment.add_argument("--cache-mb", type=float, default=512.0, metavar="MB",
+                         help="memory for cached image embeddings, 4 MiB per slice; a slice seen again is not "
+                              "re-encoded (default: %(default)g)")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: refuse)")
+    segment.add_argument("-q", "--quiet", action="store_true",
+                         help="no progress bars or per-case lines; errors are still printed (default: off)")
     segment.set_defaults(func=run_segment)
 
-    models = commands.add_parser("models", help="list the model catalogue")
-    models.add_argument("--models-dir", default=None)
-    models.add_argument("--json", action="store_true")
+    models = commands.add_parser("models", help="list the model catalogue (present / absent); fetch, import, remove",
+                                 epilog="--fetch downloads $QMEDSAM_MODELS_URL/<name>/<file> (default "
+                                        "https://github.com/qmedsam/SlicerQMedSAM/releases/download) into the per-user "
+                                        "folder ($QMEDSAM_USER_MODELS_DIR); http(s)_proxy are honoured.")
+    models.add_argument("--models-dir", default=None,
+                        help="another model catalogue folder (default: the shipped one)")
+    models.add_argument("--json", action="store_true", help="print the catalogue entries as JSON (default: a table)")
+    models.add_argument("--fetch", metavar="NAME", help="download a model (sha256-checked); the only network access")
+    models.add_argument("--import-from", metavar="FOLDER_OR_ZIP",
+                        help="install the missing models found in a folder or zip (<name>/<file>), sha256-checked")
+    models.add_argument("--remove", metavar="NAME", help="delete a fetched or imported model (never a shipped one)")
+    models.add_argument("-q", "--quiet", action="store_true")
     models.set_defaults(func=run_models)
 
     evaluate.add_subcommand(commands)

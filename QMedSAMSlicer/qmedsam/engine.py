@@ -9,6 +9,7 @@ Overlaps follow the challenge rule: a later box overwrites an earlier one (highe
 
 from __future__ import annotations
 
+import copy
 import functools
 import hashlib
 from collections import OrderedDict
@@ -31,6 +32,16 @@ EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
 DECODER_MB_PER_BOX = 36.0
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
+
+
+def box_z_range(box: np.ndarray, depth: int) -> tuple[int, int]:
+    """First and last slice a 3D box (x_min, y_min, z_min, x_max, y_max, z_max) covers, inside the volume."""
+    return int(np.floor(box[2])), min(int(np.ceil(box[5])), depth - 1)
+
+
+def middle_slice(z_low: int, z_high: int) -> int:
+    """The slice a 3D box's propagation starts on: the official int((z_max - z_min) / 2 + z_min)."""
+    return int((z_high - z_low) / 2 + z_low)
 
 
 class Cancelled(QMedSAMError):
@@ -109,9 +120,19 @@ class Segmenter:
         self.entry = model if isinstance(model, ModelEntry) else find_model(model, models_dir)
         self.runtime = CompiledPair(self.entry, threads=threads, cache_dir=compile_cache_dir,
                                     inference_precision=inference_precision)
+        self._start_fresh(cache_mb, decoder_memory_mb)
+
+    def _start_fresh(self, cache_mb: float, decoder_memory_mb: float) -> None:
         self.cache = EmbeddingCache(cache_mb)
         self.block_size = max(1, int(decoder_memory_mb // DECODER_MB_PER_BOX))
         self.stats = EngineStats()
+
+    def sibling(self, cache_mb: float = 512.0, decoder_memory_mb: float = 512.0) -> Segmenter:
+        """Another Segmenter on the same compiled model (the expensive part) with its own cache, block size and
+        statistics: settings changed on it never reach this one."""
+        twin = copy.copy(self)
+        twin._start_fresh(cache_mb, decoder_memory_mb)
+        return twin
 
     # -- building blocks -------------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> _Slice:
@@ -179,8 +200,8 @@ class Segmenter:
         labels = np.zeros(volume.shape, np.uint8)
         walks, up_slices, down_slices = [], {}, {}
         for index, box in enumerate(boxes):
-            z_low, z_high = int(np.floor(box[2])), min(int(np.ceil(box[5])), depth - 1)
-            z_middle = int((z_high - z_low) / 2 + z_low)
+            z_low, z_high = box_z_range(box, depth)
+            z_middle = middle_slice(z_low, z_high)
             walk = _Propagation(index + 1, boxes_to_model_space(box[[0, 1, 3, 4]], height, width), (height, width))
             walks.append(walk)
             for z in range(z_middle, z_high + 1):
@@ -236,4 +257,4 @@ def segment_case(segmenter: Segmenter, kind: str, image: np.ndarray, boxes: np.n
     raise QMedSAMError(f"Unknown case kind {kind!r}; expected '2D' or '3D'.")
 
 
-__all__ = ["Cancelled", "EmbeddingCache", "EngineStats", "Segmenter", "segment_case"]
+__all__ = ["Cancelled", "EmbeddingCache", "EngineStats", "Segmenter", "box_z_range", "middle_slice", "segment_case"]

@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import re
 import sys
-import uuid
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .atomic import atomic_write
 from .errors import QMedSAMError
 from .metrics import NSD_MIN_DSC, NSD_TOLERANCE_MM, LabelScore, case_metrics
+from .npz_io import npz_files_in, read_npz_arrays
+from .validation import validate_spacing
 
 OUTPUT_NAMES = ("metrics.csv", "cases.csv", "summary.md", "dsc_nsd.png")
 _MODALITY_PATTERN = re.compile(r"^[23]DBox_([^_]+)_")
@@ -34,7 +33,12 @@ class CaseResult:
     case: str
     modality: str
     scores: List[LabelScore]
-    missing: bool = False  # no prediction: every label scored 0
+    missing: bool = False  # no prediction
+    counted: bool = True  # in the means: False for a missing case unless missing cases score 0
+
+    @property
+    def left_out(self) -> bool:
+        return not self.counted
 
     @property
     def dsc(self) -> float:
@@ -53,36 +57,9 @@ def modality_of(case: str) -> str:
 # ---------------------------------------------------------------- reading
 
 
-def _open_npz(path: Path, role: str) -> Dict[str, np.ndarray]:
-    """All arrays of an npz archive; pickled objects are refused, never loaded."""
-    try:
-        archive = np.load(path, allow_pickle=False)
-    except ValueError:  # neither zip nor .npy: numpy would have to unpickle it
-        raise QMedSAMError(f"{role} {path} is not an .npz archive (a pickle or a corrupt file); "
-                           "it was not loaded.") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise QMedSAMError(f"{role} {path} is not a readable .npz file (corrupt or truncated): "
-                           f"{error}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise QMedSAMError(f"{role} {path} is a single .npy array, not an .npz archive.")
-    with archive:
-        try:
-            return {name: archive[name] for name in archive.files}
-        except ValueError as error:
-            if "allow_pickle" in str(error):
-                raise QMedSAMError(f"{role} {path} contains pickled Python objects, which are never loaded; "
-                                   "save plain numeric arrays.") from None
-            raise QMedSAMError(f"{role} {path} holds an unreadable array: {error}") from None
-        except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:
-            raise QMedSAMError(f"{role} {path} is a corrupt .npz file: {error}") from None
-
-
-def _read_npz(path: Path, key: str, role: str) -> Dict[str, np.ndarray]:
+def _read_npz(path: Path, key: str, role: str, optional: Sequence[str] = ()) -> Dict[str, np.ndarray]:
     """The arrays of a challenge npz whose `key` holds a 2D or 3D integer label array."""
-    arrays = _open_npz(path, role)
-    if key not in arrays:
-        held = ", ".join(arrays) or "nothing"
-        raise QMedSAMError(f"{role} {path} has no '{key}' array (it holds: {held}).")
+    arrays = read_npz_arrays(path, [key], optional, role=role, needs=f"a {role.lower()} holds '{key}'")
     labels = arrays[key]
     if labels.ndim not in (2, 3) or not (np.issubdtype(labels.dtype, np.integer) or labels.dtype == bool):
         raise QMedSAMError(f"{role} {path}: '{key}' must be a 2D or 3D integer label array, "
@@ -91,10 +68,10 @@ def _read_npz(path: Path, key: str, role: str) -> Dict[str, np.ndarray]:
 
 
 def _spacing_vector(arrays: Dict[str, np.ndarray], key: str, path: Path) -> Tuple[float, ...]:
-    spacing = np.asarray(arrays[key], dtype=float).ravel()
-    if spacing.shape != (3,) or not np.all(np.isfinite(spacing)) or np.any(spacing <= 0):
-        raise QMedSAMError(f"Ground truth {path}: '{key}' must be 3 positive numbers, not {arrays[key]!r}.")
-    return tuple(float(s) for s in spacing)
+    try:
+        return validate_spacing(arrays[key], key=key)
+    except QMedSAMError as error:
+        raise QMedSAMError(f"Ground truth {path}: {error}") from None
 
 
 def case_spacing(arrays: Dict[str, np.ndarray], path: Path,
@@ -122,7 +99,7 @@ def case_spacing(arrays: Dict[str, np.ndarray], path: Path,
 def _npz_by_case(folder: Path, role: str) -> Dict[str, Path]:
     if not folder.is_dir():
         raise QMedSAMError(f"{role} folder {folder} does not exist or is not a folder.")
-    return {path.stem: path for path in sorted(folder.glob("*.npz")) if path.is_file()}
+    return {path.stem: path for path in npz_files_in(folder)}
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -130,7 +107,7 @@ def _listed(names: Sequence[str]) -> str:
     return shown + (f" and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
 
 
-def match_cases(segs_dir: Path, gts_dir: Path, allow_missing: bool) -> List[Tuple[str, Optional[Path], Path]]:
+def match_cases(segs_dir: Path, gts_dir: Path) -> List[Tuple[str, Optional[Path], Path]]:
     """(case, prediction or None, ground truth) for every ground-truth case."""
     predictions = _npz_by_case(segs_dir, "Prediction")
     truths = _npz_by_case(gts_dir, "Ground-truth")
@@ -139,10 +116,6 @@ def match_cases(segs_dir: Path, gts_dir: Path, allow_missing: bool) -> List[Tupl
     if not predictions.keys() & truths.keys():
         raise QMedSAMError(f"No matching cases: none of the {len(predictions)} .npz files in {segs_dir} "
                            f"has the name of one of the {len(truths)} ground truths in {gts_dir}.")
-    missing = sorted(truths.keys() - predictions.keys())
-    if missing and not allow_missing:
-        raise QMedSAMError(f"{len(missing)} ground-truth case(s) have no prediction in {segs_dir}: "
-                           f"{_listed(missing)}. Use --allow-missing to score them 0.")
     return [(case, predictions.get(case), truths[case]) for case in sorted(truths)]
 
 
@@ -150,11 +123,14 @@ def match_cases(segs_dir: Path, gts_dir: Path, allow_missing: bool) -> List[Tupl
 
 
 def score_case(case: str, pred_path: Optional[Path], gt_path: Path,
-               challenge_spacing: bool = False) -> CaseResult:
-    truth = _read_npz(gt_path, "gts", "Ground truth")
+               challenge_spacing: bool = False, missing_as_zero: bool = False) -> CaseResult:
+    """A case's scores; without a prediction it is left out of the means, or scores 0 (the challenge rule)."""
+    truth = _read_npz(gt_path, "gts", "Ground truth", optional=("spacing", "spacing_zyx"))
     gts = truth["gts"]
     spacing = case_spacing(truth, gt_path, challenge_spacing)
     if pred_path is None:
+        if not missing_as_zero:
+            return CaseResult(case, modality_of(case), [], missing=True, counted=False)
         labels = [int(v) for v in np.unique(gts) if v != 0]
         return CaseResult(case, modality_of(case), [LabelScore(v, 0.0, 0.0) for v in labels], missing=True)
     segs = _read_npz(pred_path, "segs", "Prediction")["segs"]
@@ -164,20 +140,26 @@ def score_case(case: str, pred_path: Optional[Path], gt_path: Path,
     return CaseResult(case, modality_of(case), case_metrics(segs, gts, spacing, NSD_TOLERANCE_MM))
 
 
-def score_folders(segs_dir: Path, gts_dir: Path, *, allow_missing: bool = False,
+def score_folders(segs_dir: Path, gts_dir: Path, *, missing_as_zero: bool = False,
                   challenge_spacing: bool = False, progress: bool = True) -> List[CaseResult]:
     from tqdm import tqdm
 
-    cases = match_cases(Path(segs_dir), Path(gts_dir), allow_missing)
+    cases = match_cases(Path(segs_dir), Path(gts_dir))
     bar = tqdm(cases, desc="evaluate", unit="case", file=sys.stderr, disable=not progress)
-    return [score_case(case, pred, gt, challenge_spacing) for case, pred, gt in bar]
+    return [score_case(case, pred, gt, challenge_spacing, missing_as_zero) for case, pred, gt in bar]
+
+
+def left_out(results: Sequence[CaseResult]) -> List[str]:
+    """Ground-truth cases without a prediction that are not in the means."""
+    return [r.case for r in results if r.left_out]
 
 
 # ---------------------------------------------------------------- reports
 
 
 def modality_means(results: Sequence[CaseResult]) -> List[Tuple[str, int, float, float]]:
-    """(modality, cases, mean DSC, mean NSD) per modality, then "all": means over cases, not labels."""
+    """(modality, cases, mean DSC, mean NSD) per modality, then "all": means over the counted cases."""
+    results = [r for r in results if r.counted]
     groups: Dict[str, List[CaseResult]] = {}
     for result in results:
         groups.setdefault(result.modality, []).append(result)
@@ -200,12 +182,16 @@ def _summary_document(results: Sequence[CaseResult], challenge_spacing: bool) ->
     convention = ("`spacing` passed unchanged, as the challenge's compute_metrics.py does "
                   "(--challenge-spacing)" if challenge_spacing
                   else "`spacing_zyx` (or `spacing` reversed to z,y,x); 2D at 1 mm")
-    text = (f"# Evaluation\n\n{len(results)} cases. DSC and NSD (tolerance {NSD_TOLERANCE_MM:g} mm, "
+    counted = [r for r in results if r.counted]
+    text = (f"# Evaluation\n\n{len(counted)} cases. DSC and NSD (tolerance {NSD_TOLERANCE_MM:g} mm, "
             f"scored only where DSC > {NSD_MIN_DSC:g}) averaged over each case's labels, then over cases.\n"
             f"3D spacing: {convention}.\n\n" + summary_markdown(results))
-    missing = [r.case for r in results if r.missing]
-    if missing:
-        text += f"\nMissing predictions, scored 0 ({len(missing)}): {', '.join(missing)}\n"
+    scored_zero = [r.case for r in results if r.missing and r.counted]
+    if scored_zero:
+        text += f"\nMissing predictions, scored 0 (--missing-as-zero) ({len(scored_zero)}): {', '.join(scored_zero)}\n"
+    if left_out(results):
+        text += (f"\nGround truths without a prediction, left out of the means ({len(left_out(results))}; "
+                 f"--missing-as-zero scores them 0 as the challenge does): {', '.join(left_out(results))}\n")
     return text
 
 
@@ -223,9 +209,24 @@ def metrics_csv(results: Sequence[CaseResult]) -> str:
 
 
 def cases_csv(results: Sequence[CaseResult]) -> str:
-    rows = [(r.case, r.modality, len(r.scores), f"{r.dsc:.6f}", f"{r.nsd:.6f}",
-             "missing" if r.missing else "ok") for r in results]
+    def status(r: CaseResult) -> str:
+        return "left out" if r.left_out else "missing, scored 0" if r.missing else "ok"
+
+    rows = [(r.case, r.modality, len(r.scores), "" if r.left_out else f"{r.dsc:.6f}",
+             "" if r.left_out else f"{r.nsd:.6f}", status(r)) for r in results]
     return _csv_text(("case", "modality", "labels", "dsc", "nsd", "prediction"), rows)
+
+
+def chart_labels(results: Sequence[CaseResult]) -> Tuple[List[str], str]:
+    """The chart's bar labels and title; they say how many cases each bar leaves out or scores 0."""
+    rows = modality_means(results)
+    omitted = {name: sum(r.left_out and name in ("all", r.modality) for r in results) for name, *_ in rows}
+    labels = [f"{name}\n(n={count}" + (f", {omitted[name]} left out)" if omitted[name] else ")")
+              for name, count, *_ in rows]
+    zeros = sum(r.missing and r.counted for r in results)
+    title = "DSC and NSD per modality" + (f" ({zeros} missing case(s) scored 0)" if zeros else
+                                          " (predicted cases only)" if left_out(results) else "")
+    return labels, title
 
 
 def chart_png(results: Sequence[CaseResult]) -> bytes:
@@ -233,6 +234,7 @@ def chart_png(results: Sequence[CaseResult]) -> bytes:
     from matplotlib.figure import Figure  # Agg canvas, without touching pyplot's global backend
 
     rows = modality_means(results)
+    labels, title = chart_labels(results)
     positions = np.arange(len(rows))
     figure = Figure(figsize=(max(6.0, 1.1 * len(rows) + 2), 4.0), layout="constrained")
     axes = figure.add_subplot()
@@ -240,28 +242,15 @@ def chart_png(results: Sequence[CaseResult]) -> bytes:
     for offset, column, name in ((-width / 2, 2, "DSC"), (width / 2, 3, "NSD")):
         bars = axes.bar(positions + offset, [row[column] for row in rows], width, label=name)
         axes.bar_label(bars, fmt="%.2f", fontsize=7)
-    axes.set_xticks(positions, [f"{row[0]}\n(n={row[1]})" for row in rows])
+    axes.set_xticks(positions, labels)
     axes.set_ylim(0, 1.2)  # headroom for the legend above the bars
     axes.set_yticks(np.linspace(0, 1, 6))
     axes.set_ylabel("mean over cases")
-    axes.set_title("DSC and NSD per modality")
+    axes.set_title(title)
     axes.legend(loc="upper right", ncol=2)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     return buffer.getvalue()
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, so a reader never sees a partial file."""
-    # open(..., "xb") rather than tempfile: the result gets the usual umask permissions, not 0600.
-    temp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temp, "xb") as handle:
-            handle.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 def claim_outputs(out_dir: Path, overwrite: bool) -> Dict[str, Path]:
@@ -285,16 +274,16 @@ def write_reports(results: Sequence[CaseResult], paths: Dict[str, Path],
         "dsc_nsd.png": chart_png(results),
     }
     for name, data in contents.items():
-        _write_atomically(paths[name], data)
+        atomic_write(paths[name], lambda temp, data=data: temp.write_bytes(data), overwrite=True)
 
 
-def evaluate(segs_dir, gts_dir, out_dir=None, *, overwrite: bool = False, allow_missing: bool = False,
+def evaluate(segs_dir, gts_dir, out_dir=None, *, overwrite: bool = False, missing_as_zero: bool = False,
              challenge_spacing: bool = False, progress: bool = True) -> List[CaseResult]:
     """Score SEGS against GTS and write the reports into `out_dir` (default SEGS/evaluation)."""
     segs_dir, gts_dir = Path(segs_dir), Path(gts_dir)
     out_dir = Path(out_dir) if out_dir is not None else segs_dir / "evaluation"
     paths = claim_outputs(out_dir, overwrite)
-    results = score_folders(segs_dir, gts_dir, allow_missing=allow_missing,
+    results = score_folders(segs_dir, gts_dir, missing_as_zero=missing_as_zero,
                             challenge_spacing=challenge_spacing, progress=progress)
     write_reports(results, paths, challenge_spacing)
     return results
@@ -312,20 +301,25 @@ def add_subcommand(subparsers) -> None:
     parser.add_argument("gts", metavar="GTS", help="folder of ground truths <case>.npz with 'gts'")
     parser.add_argument("-o", "--output", metavar="OUTDIR", default=None,
                         help="folder for the reports (default: SEGS/evaluation)")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing reports")
-    parser.add_argument("--allow-missing", action="store_true",
-                        help="score ground-truth cases without a prediction 0 instead of failing")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing reports (default: refuse)")
+    parser.add_argument("--missing-as-zero", "--allow-missing", dest="missing_as_zero", action="store_true",
+                        help="the challenge rule: score ground-truth cases without a prediction 0 and count them "
+                             "in the means (default: score only predicted cases and list the ones left out)")
     parser.add_argument("--challenge-spacing", action="store_true",
-                        help="pass 3D 'spacing' (x,y,z) unchanged as the challenge script does, instead of "
-                             "the geometrically correct z,y,x order")
+                        help="pass 3D 'spacing' (x,y,z) unchanged as the challenge script does (default: the "
+                             "geometrically correct z,y,x order)")
     parser.set_defaults(func=run)
 
 
 def run(args) -> int:
     results = evaluate(args.segs, args.gts, args.output, overwrite=args.overwrite,
-                       allow_missing=args.allow_missing, challenge_spacing=args.challenge_spacing)
+                       missing_as_zero=args.missing_as_zero, challenge_spacing=args.challenge_spacing)
     print(summary_markdown(results), end="")
-    missing = [r.case for r in results if r.missing]
-    if missing:
-        print(f"{len(missing)} case(s) had no prediction and scored 0: {_listed(missing)}", file=sys.stderr)
+    scored_zero = [r.case for r in results if r.missing and r.counted]
+    if scored_zero:
+        print(f"{len(scored_zero)} case(s) had no prediction and scored 0: {_listed(scored_zero)}", file=sys.stderr)
+    if left_out(results):
+        print(f"{len(left_out(results))} ground truth(s) had no prediction and were left out of the means: "
+              f"{_listed(left_out(results))} (--missing-as-zero scores them 0, as the challenge does)",
+              file=sys.stderr)
     return 0

@@ -16,7 +16,7 @@ import numpy as np
 
 from .atomic import atomic_write
 from .errors import QMedSAMError
-from .validation import validate_boxes_2d, validate_boxes_3d, validate_image_2d, validate_volume
+from .validation import validate_boxes_2d, validate_boxes_3d, validate_image_2d, validate_spacing, validate_volume
 
 ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")  # a zip with members / an empty zip
 NPY_SIGNATURE = b"\x93NUMPY"
@@ -31,11 +31,11 @@ class Case:
     spacing: Optional[tuple] = None
 
 
-def _check_is_npz_file(path: Path) -> None:
+def _check_is_npz_file(path: Path, subject: str, needs: str) -> None:
     if not path.exists():
-        raise QMedSAMError(f"Input {path} does not exist; check the path.")
+        raise QMedSAMError(f"{subject} does not exist; check the path.")
     if path.is_dir():
-        raise QMedSAMError(f"Input {path} is a folder, not a .npz file; name the folder as an input instead "
+        raise QMedSAMError(f"{subject} is a folder, not a .npz file; name the folder as an input instead "
                            "to process every .npz in it.")
     try:
         with open(path, "rb") as handle:
@@ -43,24 +43,30 @@ def _check_is_npz_file(path: Path) -> None:
     except OSError as error:
         raise QMedSAMError(f"Cannot read {path} ({error.strerror}); check its permissions.") from None
     if head.startswith(NPY_SIGNATURE):
-        raise QMedSAMError(f"{path} is a single-array .npy file; a case is a .npz holding 'imgs' "
-                           "and 'boxes'.")
+        raise QMedSAMError(f"{subject} is a single-array .npy file, not an .npz; {needs}.")
     if not head.startswith(ZIP_SIGNATURES):
-        raise QMedSAMError(f"{path} is not a .npz (zip) file: it is corrupt or of another format; "
-                           "re-create it with numpy.savez_compressed(path, imgs=..., boxes=...).")
+        raise QMedSAMError(f"{subject} is not a .npz (zip) file: it is corrupt or of another format; "
+                           f"{needs}; re-create it with numpy.savez_compressed.")
 
 
-def _read_arrays(path: Path, keys: Iterable[str], optional: Iterable[str] = ()) -> dict:
-    """The named arrays of an .npz; a missing required key, pickled data or corruption is a QMedSAMError."""
-    _check_is_npz_file(path)
+def read_npz_arrays(path, keys: Iterable[str], optional: Iterable[str] = (), *, role: str = "",
+                    needs: str = "a case needs 'imgs' and 'boxes'") -> dict:
+    """The named arrays of an .npz, never unpickled: the one .npz reader of the engine, CLI and training.
+
+    A missing file or required key, a pickled array or a corrupt file is a QMedSAMError naming the file
+    (prefixed with `role`, e.g. "Ground truth") and ending with `needs`, what the file should hold.
+    """
+    path = Path(path)
+    subject = f"{role or 'Input'} {path}"
+    _check_is_npz_file(path, subject, needs)
+    keys = list(keys)
     try:
         with np.load(path, allow_pickle=False) as data:
             missing = [key for key in keys if key not in data.files]
             if missing:
                 found = ", ".join(repr(k) for k in data.files) or "none"
                 lacking = ", ".join(repr(k) for k in missing)
-                raise QMedSAMError(f"{path} lacks {lacking} (keys found: {found}); "
-                                   "a case needs 'imgs' and 'boxes'.")
+                raise QMedSAMError(f"{subject} lacks {lacking} (keys found: {found}); {needs}.")
             arrays = {}
             for key in [*keys, *(k for k in optional if k in data.files)]:
                 try:
@@ -68,24 +74,15 @@ def _read_arrays(path: Path, keys: Iterable[str], optional: Iterable[str] = ()) 
                 except ValueError as error:
                     if "allow_pickle" not in str(error):
                         raise
-                    raise QMedSAMError(f"{path}: array {key!r} holds Python objects, which would need "
+                    raise QMedSAMError(f"{subject}: array {key!r} holds Python objects, which would need "
                                        "unpickling (unsafe, refused); save it as a numeric array.") from None
                 if not isinstance(arrays[key], np.ndarray):  # numpy hands back non-.npy members as bytes
-                    raise QMedSAMError(f"{path}: {key!r} is not a numpy array; re-create the file with "
+                    raise QMedSAMError(f"{subject}: {key!r} is not a numpy array; re-create the file with "
                                        "numpy.savez_compressed.")
             return arrays
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as error:
-        raise QMedSAMError(f"{path} is damaged or not a valid .npz ({error}); "
+        raise QMedSAMError(f"{subject} is damaged or not a valid .npz ({error}); "
                            "re-create or re-download it.") from None
-
-
-def _spacing(value, path: Path) -> Optional[tuple]:
-    if value is None:
-        return None
-    if value.dtype.kind not in "iuf" or value.ndim != 1 or not np.isfinite(value).all():
-        raise QMedSAMError(f"{path}: 'spacing' is {value.dtype} of shape {value.shape}; "
-                           "expected finite numbers (x, y, z) in millimetres.")
-    return tuple(float(v) for v in value)
 
 
 def _case_kind(image: np.ndarray, boxes: np.ndarray, path: Path) -> str:
@@ -112,7 +109,7 @@ def _case_kind(image: np.ndarray, boxes: np.ndarray, path: Path) -> str:
 def load_npz_case(path) -> Case:
     """Read and validate one challenge case; the name is the file name without .npz."""
     path = Path(path)
-    arrays = _read_arrays(path, ["imgs", "boxes"], optional=["spacing"])
+    arrays = read_npz_arrays(path, ["imgs", "boxes"], optional=["spacing"])
     image, boxes = arrays["imgs"], arrays["boxes"]
     try:
         kind = _case_kind(image, boxes, path)
@@ -122,10 +119,12 @@ def load_npz_case(path) -> Case:
         else:
             image = validate_volume(image)
             boxes = validate_boxes_3d(boxes, image.shape)
+        spacing = arrays.get("spacing")
+        if spacing is not None:  # (x, y, z) of a volume; a 2D image's own axes (unused by the engine)
+            spacing = validate_spacing(spacing, axes=3 if kind == "3D" else np.asarray(spacing).size)
     except QMedSAMError as error:
         message = str(error)
         raise QMedSAMError(message if message.startswith(str(path)) else f"{path}: {message}") from None
-    spacing = _spacing(arrays.get("spacing"), path)
     return Case(name=path.stem, kind=kind, image=image, boxes=boxes, spacing=spacing)
 
 
@@ -142,10 +141,18 @@ def save_segs_npz(path, segs: np.ndarray, overwrite: bool = False) -> None:
     atomic_write(Path(path), write, overwrite)
 
 
+def npz_files_in(folder: Path) -> list:
+    """The folder's .npz files, sorted (none if it is not a folder); hidden names are skipped: partial writes
+    (.qmedsam-*) and macOS "._" resource files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir()
+                  if p.suffix.lower() == ".npz" and p.is_file() and not p.name.startswith("."))
+
+
 def _npz_in_folder(folder: Path) -> list:
-    # Hidden names are skipped: partial writes (.qmedsam-*) and macOS "._" resource files.
-    found = sorted(p for p in folder.iterdir()
-                   if p.suffix.lower() == ".npz" and p.is_file() and not p.name.startswith("."))
+    found = npz_files_in(folder)
     if not found:
         hint = f" (did you mean {folder / 'imgs'}?)" if (folder / "imgs").is_dir() else ""
         raise QMedSAMError(f"Folder {folder} holds no .npz files{hint}.")

@@ -2,9 +2,15 @@
 
 The official CVPR24 LiteMedSAM inference resizes the longest side to 256 with OpenCV's INTER_AREA,
 min-max normalises to [0, 1] and zero-pads bottom/right to 256x256. OpenCV is not bundled with 3D Slicer,
-so INTER_AREA is reproduced here: exact pixel-area averaging when shrinking (computed from prefix sums,
-O(pixels)), and OpenCV's area-weighted linear rule when enlarging (small slices, e.g. 3 mm CT).
-Testing/test_preprocess.py measures the agreement with cv2.resize.
+so INTER_AREA is re-implemented here with OpenCV's arithmetic, so that 8-bit images and masks come out
+bit for bit the same (docs/engine.md; Testing/test_preprocess.py checks it against cv2.resize):
+
+- shrinking both axes by whole factors: integer block sums, rounded ("area fast");
+- shrinking by other ratios: per-pixel overlap weights accumulated in float32 in OpenCV's order;
+- enlarging either axis: a linear filter with area-derived weights in 11-bit fixed point; the vertical step
+  drops the low 4 bits of each sum and keeps the high half of 16-bit products, as OpenCV does.
+
+Float images (training uses coverage fractions) follow the same geometry in float64 without the rounding.
 """
 
 from __future__ import annotations
@@ -14,6 +20,9 @@ import numpy as np
 MODEL_SIZE = 256  # LiteMedSAM's square input side
 EMBEDDING_SIZE = 64  # image embedding side (MODEL_SIZE / 4)
 
+_COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS: linear weights are multiples of 1/2048
+_COEF_ONE = 1 << _COEF_BITS
+
 
 def resized_shape(height: int, width: int, target: int = MODEL_SIZE) -> tuple[int, int]:
     """Shape after scaling the longest side to `target`, rounded as the official code does."""
@@ -21,64 +30,162 @@ def resized_shape(height: int, width: int, target: int = MODEL_SIZE) -> tuple[in
     return int(height * scale + 0.5), int(width * scale + 0.5)
 
 
-def _shrink_axis(values: np.ndarray, new_len: int, axis: int) -> np.ndarray:
-    """Average over each output pixel's footprint, counting partial source pixels by overlap."""
-    old_len = values.shape[axis]
-    if old_len % new_len == 0:  # whole-pixel footprints: a plain block mean
-        factor = old_len // new_len
-        shape = values.shape[:axis] + (new_len, factor) + values.shape[axis + 1:]
-        return values.reshape(shape).mean(axis=axis + 1)
-    values = np.moveaxis(values, axis, 0)
-    prefix = np.concatenate([np.zeros((1,) + values.shape[1:], values.dtype), np.cumsum(values, axis=0)])
-    edges = np.arange(new_len + 1, dtype=np.float64) * (old_len / new_len)
-    edges[-1] = old_len
-    whole = np.minimum(np.floor(edges).astype(np.int64), old_len - 1)
-    frac = (edges - whole).reshape((-1,) + (1,) * (values.ndim - 1))
-    # Integral of the piecewise-constant signal from 0 to each edge.
-    integral = prefix[whole] + frac * values[whole]
-    out = (integral[1:] - integral[:-1]) * (new_len / old_len)
-    return np.moveaxis(out, 0, axis)
+def _source_step(old_len: int, new_len: int) -> tuple[float, float]:
+    """(source pixels per output pixel, its inverse), rounded in double exactly as OpenCV derives them."""
+    inverse = new_len / old_len
+    return 1.0 / inverse, inverse
 
 
-def _enlarge_axis(values: np.ndarray, new_len: int, axis: int) -> np.ndarray:
-    """OpenCV INTER_AREA when enlarging: linear between neighbours with area-derived weights."""
-    old_len = values.shape[axis]
-    scale = old_len / new_len
-    out_index = np.arange(new_len)
-    left = np.floor(out_index * scale).astype(np.int64)
-    weight = (out_index + 1) - (left + 1) / scale
-    weight = np.where(weight <= 0, 0.0, weight - np.floor(weight))
-    right = np.minimum(left + 1, old_len - 1)
+def _whole_factor(step: float) -> int | None:
+    """The integer factor when `step` is one to double precision (OpenCV's "area fast" test), else None."""
+    factor = int(np.rint(step))
+    return factor if abs(step - factor) < np.finfo(np.float64).eps else None
+
+
+# --- shrinking by whole factors ---------------------------------------------------------------------------
+
+def _shrink_by_blocks(image: np.ndarray, factor_y: int, factor_x: int) -> np.ndarray:
+    height, width = image.shape[0] // factor_y, image.shape[1] // factor_x
+    if image.dtype != np.uint8:
+        blocks = image.reshape((height, factor_y, width, factor_x) + image.shape[2:])
+        return blocks.mean(axis=(1, 3), dtype=np.float64)
+    # Block sums as strided adds (much faster than a reshaped sum); uint32 holds 255 * 2000 * 3000.
+    rows = np.zeros((height, image.shape[1]) + image.shape[2:], np.uint32)
+    for offset in range(factor_y):
+        rows += image[offset::factor_y]
+    sums = np.zeros((height, width) + image.shape[2:], np.uint32)
+    for offset in range(factor_x):
+        sums += rows[:, offset::factor_x]
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if factor_y == factor_x == 2 and channels in (1, 3, 4):
+        return ((sums + 2) >> 2).astype(np.uint8)  # OpenCV's 2x2 kernel rounds halves up
+    mean = sums.astype(np.float32) * (np.float32(1) / np.float32(factor_y * factor_x))
+    return _round_to_uint8(mean)
+
+
+def _round_to_uint8(values: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)  # cvRound: halves to even
+
+
+# --- shrinking by other ratios ---------------------------------------------------------------------------
+
+def _overlap_table(old_len: int, new_len: int, step: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per output pixel, the source pixels it covers and their float32 weights, in OpenCV's order.
+
+    Returns (index, weight), both (new_len, K): the partly covered pixel before the first whole one, the
+    whole ones, the partly covered last one; unused slots have weight 0 (adding 0 changes no sum).
+    """
+    start = np.arange(new_len) * step
+    end = start + step
+    cell = np.minimum(step, old_len - start)
+    last = np.minimum(np.floor(end).astype(np.int64), old_len - 1)
+    first = np.minimum(np.ceil(start).astype(np.int64), last)
+    head = (first - start > 1e-3).astype(np.int64)
+    tail = end - last > 1e-3
+    whole = last - first
+    slot = np.arange(int((head + whole + tail).max()))[None, :]
+    weight = np.broadcast_to((1.0 / cell).astype(np.float32)[:, None], (new_len, slot.size))
+    weight = np.where((slot == 0) & (head[:, None] == 1), ((first - start) / cell).astype(np.float32)[:, None],
+                      weight)
+    tail_weight = (np.minimum(np.minimum(end - last, 1.0), cell) / cell).astype(np.float32)
+    weight = np.where(tail[:, None] & (slot == (head + whole)[:, None]), tail_weight[:, None], weight)
+    used = slot < (head + whole + tail)[:, None]
+    return np.where(used, (first - head)[:, None] + slot, 0), np.where(used, weight, np.float32(0))
+
+
+def _weighted_sum(values: np.ndarray, index: np.ndarray, weight: np.ndarray, axis: int) -> np.ndarray:
+    """sum_k values[index[:, k]] * weight[:, k] along `axis`, slot by slot: each product and each partial sum
+    rounded to the work dtype in OpenCV's order. Buffers are reused (fresh large arrays cost page faults)."""
+    shape = list(values.shape)
+    shape[axis] = index.shape[0]
+    total = np.zeros(shape, values.dtype)
+    term = np.empty(shape, values.dtype)
+    for k in range(index.shape[1]):
+        np.take(values, index[:, k], axis=axis, out=term, mode="clip")  # indices are valid; "raise" buffers
+        term *= weight[:, k]
+        total += term
+    return total
+
+
+def _shrink_by_overlap(image: np.ndarray, new_height: int, new_width: int,
+                       steps: tuple[float, float]) -> np.ndarray:
+    height, width = image.shape[:2]
+    col_index, col_weight = _overlap_table(width, new_width, steps[1])
+    row_index, row_weight = _overlap_table(height, new_height, steps[0])
+    work = np.float32 if image.dtype == np.uint8 else np.float64
+    # Channels first: gathering whole planes is several times faster than gathering interleaved pixels.
+    planes = image.astype(work) if image.ndim == 2 else np.moveaxis(image, -1, 0).astype(work, order="C")
+    rows = _weighted_sum(planes, col_index, col_weight.astype(work), axis=-1)
+    out = _weighted_sum(rows, row_index, row_weight.astype(work)[:, :, None], axis=-2)
+    out = out if image.ndim == 2 else np.moveaxis(out, 0, -1)
+    return _round_to_uint8(out) if image.dtype == np.uint8 else out
+
+
+# --- enlarging (either axis) -----------------------------------------------------------------------------
+
+def _linear_table(old_len: int, new_len: int, is_column: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """INTER_AREA's linear weights: (left index, right index, (new_len, 2) float32 weights).
+
+    Columns past the last source pixel take it with weight 1; rows there keep their computed weights (their
+    two fixed-point weights can sum to 2048 +- 1), as in OpenCV.
+    """
+    step, inverse = _source_step(old_len, new_len)
+    out = np.arange(new_len)
+    left = np.floor(out * step).astype(np.int64)
+    frac = ((out + 1) - (left + 1) * inverse).astype(np.float32)
+    frac = np.where(frac <= 0, np.float32(0), frac - np.floor(frac)).astype(np.float32)
+    if is_column:
+        frac = np.where(left >= old_len - 1, np.float32(0), frac)
     left = np.minimum(left, old_len - 1)
-    shape = [1] * values.ndim
-    shape[axis] = new_len
-    weight = weight.reshape(shape)
-    return np.take(values, left, axis=axis) * (1 - weight) + np.take(values, right, axis=axis) * weight
+    return left, np.minimum(left + 1, old_len - 1), np.stack([np.float32(1) - frac, frac], axis=1)
+
+
+def _enlarge_linear(image: np.ndarray, new_height: int, new_width: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    channel_axes = (1,) * (image.ndim - 2)
+    left, right, col_w = _linear_table(width, new_width, is_column=True)
+    top, bottom, row_w = _linear_table(height, new_height, is_column=False)
+    exact = image.dtype == np.uint8
+    if exact:  # weights in 11-bit fixed point, rounded halves to even (cvRound)
+        col_w, row_w = (np.rint(w * np.float32(_COEF_ONE)).astype(np.int32) for w in (col_w, row_w))
+    source = image.astype(np.int32 if exact else np.float64)  # int32 holds 255 * 2049 * 2048 / 16
+    rows = (source[:, left] * col_w[:, 0].reshape((1, -1) + channel_axes)
+            + source[:, right] * col_w[:, 1].reshape((1, -1) + channel_axes))
+    b0 = row_w[:, 0].reshape((-1, 1) + channel_axes)
+    b1 = row_w[:, 1].reshape((-1, 1) + channel_axes)
+    if not exact:
+        return rows[top] * b0 + rows[bottom] * b1
+    # OpenCV's vertical step: each row sum / 16 times its weight, the high 16 bits kept, then (v + 2) >> 2.
+    out = ((((rows[top] >> 4) * b0) >> 16) + (((rows[bottom] >> 4) * b1) >> 16) + 2) >> 2
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _resize(image: np.ndarray, new_height: int, new_width: int) -> np.ndarray:
+    height, width = image.shape[:2]
+    if (new_height, new_width) == (height, width):
+        return image.copy()
+    step_y, _ = _source_step(height, new_height)
+    step_x, _ = _source_step(width, new_width)
+    if step_x >= 1 and step_y >= 1:
+        factor_y, factor_x = _whole_factor(step_y), _whole_factor(step_x)
+        if factor_y is not None and factor_x is not None:
+            return _shrink_by_blocks(image, factor_y, factor_x)
+        return _shrink_by_overlap(image, new_height, new_width, (step_y, step_x))
+    return _enlarge_linear(image, new_height, new_width)
 
 
 def area_resize(image: np.ndarray, new_height: int, new_width: int) -> np.ndarray:
-    """cv2.resize(image, (new_width, new_height), INTER_AREA) for (H, W) or (H, W, C) arrays.
+    """cv2.resize(image, (new_width, new_height), interpolation=cv2.INTER_AREA) for (H, W) or (H, W, C).
 
-    Integer images come back rounded to their own dtype, as OpenCV returns them; float images stay float.
+    uint8 (and bool, read as 0/1) images come back as uint8, bit for bit OpenCV's result; other images come
+    back as float64 with the same geometry, unrounded.
     """
-    height, width = image.shape[:2]
-    # Integer sums are exact in float32 up to 2**24, ample for 8-bit images this size.
-    work_dtype = np.float32 if image.dtype.itemsize <= 2 and image.dtype.kind in "biu" else np.float64
-    values = image.astype(work_dtype, copy=False)
-    shrinking = new_height <= height and new_width <= width
-    for axis, new_len in ((1, new_width), (0, new_height)):
-        if values.shape[axis] == new_len:
-            continue
-        if shrinking:
-            values = _shrink_axis(values, new_len, axis)
-        else:
-            values = _enlarge_axis(values, new_len, axis)
-    if image.dtype.kind in "biu":
-        info = np.iinfo(image.dtype) if image.dtype.kind != "b" else np.iinfo(np.uint8)
-        # OpenCV rounds halves up (fixed-point "+ half, shift"), not to even.
-        return np.clip(np.floor(values + 0.5), info.min, info.max).astype(image.dtype if image.dtype.kind != "b"
-                                                                    else np.uint8)
-    return values.astype(work_dtype, copy=False)
+    if image.ndim not in (2, 3) or new_height < 1 or new_width < 1:
+        raise ValueError(f"area_resize takes (H, W) or (H, W, C) to a positive size, not {image.shape} -> "
+                         f"({new_height}, {new_width})")
+    if image.dtype == np.bool_:
+        image = image.astype(np.uint8)
+    return _resize(image, int(new_height), int(new_width))
 
 
 def to_model_input(image: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:

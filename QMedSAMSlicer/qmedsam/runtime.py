@@ -3,6 +3,12 @@
 LATENCY hint (THROUGHPUT doubles single-request latency on 2 cores), an explicit thread count, and
 OpenVINO's compiled-model cache in a per-user folder so that the second start compiles much faster.
 
+OpenVINO (2026.4) names a cache blob without the inference precision or the instruction set it was compiled
+for: an f32 and a bf16 compile of one model, or a compile under another ONEDNN_MAX_CPU_ISA, share one file
+name, and a mismatch makes OpenVINO rewrite that file in place, non-atomically, while another process (or a
+compiled model of this one) may have it memory-mapped: the bf16 crashes of issue 13. So every combination
+gets its own cache folder (`compile_cache_folder`), and blobs are read into memory, not mapped.
+
 Float arithmetic is f32 unless asked otherwise: OpenVINO's own default on CPUs with bf16 instructions
 (AVX512-BF16, AMX) is bf16, which is about 2x faster there but changes the embedding by ~4 % (measured,
 README), so the same model would give different masks on different laptops. bf16 is an explicit opt-in.
@@ -34,6 +40,16 @@ def default_cache_dir() -> Path:
 INFERENCE_PRECISIONS = ("f32", "bf16")
 
 
+def compile_cache_folder(cache: Path, inference_precision: str) -> Path:
+    """The OpenVINO cache folder for one OpenVINO version, float precision and instruction-set cap.
+
+    These change the compiled graph but not OpenVINO's blob name, so they name the folder instead.
+    """
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "native")
+    version = ov.get_version().split("-")[0]
+    return cache / "openvino" / f"{version}-{inference_precision}-{isa}".lower()
+
+
 def supports_bf16() -> bool:
     """Whether this CPU has native bf16 arithmetic (OpenVINO would then pick bf16 by default)."""
     return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
@@ -56,8 +72,9 @@ class CompiledPair:
         self.core = ov.Core()
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         try:
-            (cache / "openvino").mkdir(parents=True, exist_ok=True)
-            self.core.set_property({"CACHE_DIR": str(cache / "openvino")})
+            folder = compile_cache_folder(cache, inference_precision)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.core.set_property({"CACHE_DIR": str(folder), "ENABLE_MMAP": False})
         except OSError:
             pass  # the cache only speeds up start-up; run without it
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import QMedSAMError
+from .preprocess import resized_shape
 
 MAX_BOXES = 255  # labels are uint8 and 0 is background
 REAL_KINDS = "biuf"  # bool, signed, unsigned, floating point
@@ -48,6 +49,13 @@ def _check_finite(array: np.ndarray, what: str, unit: str, channel_axis: bool = 
                            "replace them with real values (e.g. 0) before segmenting.")
 
 
+def _check_aspect(shape_hw: Sequence[int], what: str) -> None:
+    """The model sees the longest side scaled to 256; a side that would round to 0 pixels cannot be resized."""
+    if min(resized_shape(*shape_hw)) < 1:
+        raise QMedSAMError(f"{what} {tuple(shape_hw)} is more than 512 times longer than wide: scaled to the "
+                           "model's 256-pixel input its short side would be 0 pixels; crop or pad it first.")
+
+
 def validate_image_2d(image) -> np.ndarray:
     """(H, W), (H, W, 1) or (H, W, 3) real-valued image -> (H, W, 3) of the same dtype (grey is repeated)."""
     image = _as_real_array(image, "image")
@@ -60,6 +68,7 @@ def validate_image_2d(image) -> np.ndarray:
         raise QMedSAMError(f"2D image has shape {shape}; {expected}{hint}.")
     if min(shape[:2]) < 2:
         raise QMedSAMError(f"2D image has shape {shape}, smaller than 2 pixels on a side; {expected}.")
+    _check_aspect(shape[:2], "2D image of shape")
     _check_finite(image, "image", "pixels", channel_axis=image.ndim == 3)
     if image.ndim == 2:
         image = image[:, :, None]
@@ -76,6 +85,7 @@ def validate_volume(volume) -> np.ndarray:
         raise QMedSAMError(f"Volume has shape {volume.shape}; {expected}.")
     if volume.shape[0] < 1 or min(volume.shape[1:]) < 2:
         raise QMedSAMError(f"Volume has shape {volume.shape}, too small; {expected}.")
+    _check_aspect(volume.shape[1:], "Volume slice of shape")
     _check_finite(volume, "volume", "voxels")
     return volume
 
@@ -155,3 +165,18 @@ def validate_boxes_3d(boxes, volume_shape_dhw: Sequence[int]) -> np.ndarray:
     _clip_xy(boxes, height, width, [0, 3], [1, 4])
     boxes[:, [2, 5]] = np.clip(boxes[:, [2, 5]], 0, depth - 1)
     return boxes
+
+
+def validate_spacing(spacing, axes: int = 3, key: str = "spacing") -> tuple:
+    """Voxel sizes in millimetres (the file's `key`): `axes` finite numbers, each greater than 0, as a float tuple.
+
+    A zero, negative or non-finite size is refused: metrics (NSD) and written label images would be wrong.
+    """
+    array = _as_real_array(spacing, key)
+    if array.shape != (axes,) or array.dtype.kind == "b":
+        raise QMedSAMError(f"'{key}' has shape {array.shape}; expected {axes} voxel sizes in millimetres.")
+    if not (np.isfinite(array) & (array > 0)).all():
+        raise QMedSAMError(f"'{key}' is {array.tolist()}; every voxel size must be a finite number of "
+                           "millimetres greater than 0: fix the file's spacing (e.g. from the image header).")
+    return tuple(float(v) for v in array)
+

@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import SimpleITK as sitk
@@ -56,38 +56,6 @@ def read_volume(path) -> sitk.Image:
 def volume_array(image: sitk.Image) -> np.ndarray:
     """The voxels as a (D, H, W) numpy array (a copy, so the image can be released)."""
     return sitk.GetArrayFromImage(image)
-
-
-def to_uint8(array: np.ndarray, window: Optional[Tuple[float, float]] = None) -> np.ndarray:
-    """The challenge's intensity rule, for finite (validated) input.
-
-    With window=(level, width) (CT, e.g. (40, 400)): clip to [level - width/2, level + width/2], scale to
-    0..255. Without: clip to the 0.5-99.5 percentiles of the non-zero voxels, scale to 0..255, and keep
-    zero voxels at 0 (MedSAM's MR rule). uint8 input is returned unchanged; a constant range gives zeros.
-    Values are truncated to integers, as MedSAM's preprocessing does.
-    """
-    array = np.asarray(array)
-    if array.dtype == np.uint8:
-        return array
-    values = array.astype(np.float32)
-    if window is not None:
-        level, width = (float(v) for v in window)
-        if not (math.isfinite(level) and math.isfinite(width) and width > 0):
-            raise QMedSAMError(f"Intensity window (level {level}, width {width}) needs finite values "
-                               "and a positive width.")
-        low, high, zeros = level - width / 2, level + width / 2, None
-    else:
-        zeros = values == 0
-        foreground = values[~zeros]
-        if foreground.size == 0:
-            return np.zeros(array.shape, np.uint8)
-        low, high = (float(v) for v in np.percentile(foreground, [0.5, 99.5]))
-    if high <= low:
-        return np.zeros(array.shape, np.uint8)
-    scaled = (np.clip(values, low, high) - low) * np.float32(255.0 / (high - low))
-    if zeros is not None:
-        scaled[zeros] = 0
-    return np.clip(scaled, 0, 255).astype(np.uint8)
 
 
 JSON_FORMAT = ('{"coordinates": "voxel" | "physical", '

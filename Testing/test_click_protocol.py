@@ -1,0 +1,120 @@
+"""The click protocol of training/click_protocol.py: where clicks go, and box-only equals the official pipeline."""
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from training.click_protocol import Click, area_under_curve, next_click  # noqa: E402
+
+
+def square(mask, top, left, size):
+    mask[top:top + size, left:left + size] = True
+    return mask
+
+
+def test_missed_region_gets_a_positive_click_at_its_interior():
+    truth = square(np.zeros((20, 20), bool), 4, 4, 9)  # rows/cols 4..12, centre 8
+    prediction = np.zeros_like(truth)
+    assert next_click(prediction, truth) == Click(x=8, y=8, positive=True)
+
+
+def test_false_region_gets_a_negative_click_at_its_interior():
+    truth = np.zeros((20, 20), bool)
+    prediction = square(np.zeros((20, 20), bool), 10, 2, 7)  # rows 10..16, cols 2..8, centre (5, 13)
+    assert next_click(prediction, truth) == Click(x=5, y=13, positive=False)
+
+
+def test_largest_error_region_wins_over_a_nearer_or_earlier_one():
+    truth = square(np.zeros((30, 30), bool), 1, 1, 3)  # a small miss, first in row-major order
+    prediction = square(np.zeros_like(truth), 15, 15, 11)  # misses it, and a larger false region: 15..25
+    assert next_click(prediction, truth) == Click(x=20, y=20, positive=False)
+
+
+def test_image_border_counts_as_a_region_border():
+    truth = np.zeros((12, 12), bool)
+    truth[:, :6] = True  # a missed band touching the left border: its interior is at column 2 or 3, not 0
+    click = next_click(np.zeros_like(truth), truth)
+    assert click.positive and click.x in (2, 3)
+
+
+def test_ties_are_broken_deterministically_by_row_major_order():
+    truth = square(square(np.zeros((20, 20), bool), 2, 12, 5), 12, 2, 5)  # two equal squares
+    clicks = {next_click(np.zeros_like(truth), truth) for _ in range(3)}
+    assert clicks == {Click(x=14, y=4, positive=True)}  # the upper one (first in row-major order)
+    band = np.zeros((9, 9), bool)
+    band[3:6, :] = True  # a band with a whole row of points equally far from its border
+    assert next_click(np.zeros_like(band), band) == Click(x=1, y=4, positive=True)
+
+
+def test_no_error_means_no_click():
+    truth = square(np.zeros((10, 10), bool), 2, 2, 4)
+    assert next_click(truth, truth) is None
+
+
+def test_area_under_curve_is_the_trapezoid_over_click_index():
+    assert area_under_curve([0.5, 0.7, 0.7, 0.9, 0.9, 1.0]) == pytest.approx(0.6 + 0.7 + 0.8 + 0.9 + 0.95)
+
+
+@pytest.mark.slow
+def test_box_only_through_the_protocol_equals_the_official_pipeline(shared_data):
+    from qmedsam.npz_io import read_npz_arrays
+
+    from training.click_protocol import interactive_masks
+    from training.litemedsam import load_litemedsam
+    from training.reference import OfficialPipeline
+
+    torch.set_num_threads(1)
+    case = "2DBox_Dermoscopy_ham10000-ISIC0024311"
+    arrays = read_npz_arrays(shared_data / "imgs" / f"{case}.npz", ["imgs", "boxes"])
+    image, boxes = arrays["imgs"], arrays["boxes"]
+    pipeline = OfficialPipeline(load_litemedsam())
+    expected = pipeline.segment_2d(image, boxes)
+    embedding, resized_hw = pipeline._embed(image)
+    segs = np.zeros(image.shape[:2], np.uint8)
+    for label, box in enumerate(boxes, start=1):
+        (mask, clicks), = interactive_masks(pipeline.model, embedding, resized_hw, box, None, image.shape[:2],
+                                            rounds=0)
+        assert clicks == []
+        segs[mask] = label
+    assert expected.any()
+    np.testing.assert_array_equal(segs, expected)
+
+
+@pytest.mark.slow
+def test_finetune_step_and_checkpoint_round_trip(tmp_path):
+    """One click-training step on a hand-made cached image, then an atomic checkpoint that reloads with
+    weights_only=True into the same prompt encoder and mask decoder; a foreign file is refused clearly."""
+    from training.click_finetune import (
+        Config,
+        Image,
+        Sampler,
+        load_finetuned,
+        payload,
+        save,
+        train_step,
+        trainable_groups,
+    )
+    from training.litemedsam import load_litemedsam
+
+    torch.set_num_threads(1)
+    labels = np.zeros((256, 256), np.int32)
+    labels[40:90, 60:120] = 1
+    image = Image("synthetic", "CT", torch.randn(256, 64, 64).half(), labels, (200, 256), (1,))
+    config = Config(batch=2, box_only_prob=0.0, max_clicks=2)
+    student, teacher = load_litemedsam(), load_litemedsam()
+    optimizer = torch.optim.AdamW(trainable_groups(student, config))
+    before = student.mask_decoder.output_upscaling[0].weight.clone()
+    record = train_step(student, teacher, Sampler([image], config), optimizer, config, step=0)
+    assert record["kind"] == "clicks" and np.isfinite(record["loss"])
+    assert not torch.equal(before, student.mask_decoder.output_upscaling[0].weight)
+
+    path = tmp_path / "last.pt"
+    save(path, payload(student, optimizer, config, 1, [], 0.0))
+    reloaded = load_finetuned(load_litemedsam(), path)
+    for name, tensor in student.mask_decoder.state_dict().items():
+        assert torch.equal(tensor, reloaded.mask_decoder.state_dict()[name])
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(1)}, foreign)
+    with pytest.raises(SystemExit, match="not a click fine-tuning checkpoint"):
+        load_finetuned(load_litemedsam(), foreign)
