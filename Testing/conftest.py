@@ -40,10 +40,11 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def fp32_model() -> Path:
     """The FP32 reference IR, exported from the pinned checkpoint into Resources/Models/litemedsam-fp32 the first
-    time it is needed in a checkout (about 30 s; byte-identical to models.json's sha256), never downloaded."""
+    time a checkout runs tests (about 30 s; byte-identical to models.json's sha256), never downloaded. Autouse:
+    many tests, subprocesses and benchmarks name the model, and a fresh clone does not have it."""
     from training.export_openvino import build_local
 
     return build_local("litemedsam-fp32")

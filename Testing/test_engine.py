@@ -45,7 +45,7 @@ def test_openvino_fp32_agrees_with_torch_official_semantics(name, both_results, 
     truth = np.load(shared_data / "gts" / f"{name}.npz", allow_pickle=False)["gts"]
     print(f"{name}: engine vs torch {agreement:.4f}; DSC vs ground truth: engine {label_agreement(ours, truth):.4f}, "
           f"torch {label_agreement(theirs, truth):.4f}")
-    assert agreement >= 0.98
+    assert agreement >= 0.999  # measured: byte-identical on all 16 cases (docs/measurements/official-agreement.json)
 
 
 @pytest.mark.slow

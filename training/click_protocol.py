@@ -223,6 +223,18 @@ def run(data: Path, cases: Optional[set], rounds: int, model: LiteMedSAM) -> dic
     return variants
 
 
+def results_json(result: dict) -> str:
+    """Indented JSON with one line per object, scores rounded to 4 decimals (a few tens of kB, not hundreds)."""
+    variants = result["variants"]
+    objects = {name: [json.dumps({**o, "dsc": [round(v, 4) for v in o["dsc"]], "nsd": [round(v, 4) for v in o["nsd"]]})
+                      for o in variant["objects"]] for name, variant in variants.items()}
+    skeleton = {**result, "variants": {name: {**variant, "objects": f"@{name}@"} for name, variant in variants.items()}}
+    text = json.dumps(skeleton, indent=1)
+    for name, lines in objects.items():
+        text = text.replace(json.dumps(f"@{name}@"), "[\n  " + ",\n  ".join(lines) + "\n ]")
+    return text + "\n"
+
+
 def load_click_model(checkpoint: Optional[Path]) -> LiteMedSAM:
     """The float LiteMedSAM, with a click fine-tuning checkpoint's prompt encoder + mask decoder if given."""
     model = load_litemedsam()
@@ -266,7 +278,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "variants": variants,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    args.out.write_text(results_json(result))
     for name, variant in variants.items():
         for group, scores in variant["summary"].items():
             print(f"{name:16s} {group:12s} n={scores['objects']:3d} DSC {' '.join(f'{v:.3f}' for v in scores['dsc'])}"

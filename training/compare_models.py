@@ -20,6 +20,7 @@ from qmedsam.engine import Segmenter, segment_case
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 
+from training.data import DEFAULT_DATA
 from training.quant_table import segmenter_for
 
 
@@ -33,7 +34,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model_a")
     parser.add_argument("model_b")
-    parser.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"))
+    parser.add_argument("--data", default=str(DEFAULT_DATA))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
 

@@ -22,10 +22,11 @@ from qmedsam.bench import format_machine, machine_info
 from qmedsam.npz_io import load_npz_case
 from qmedsam.preprocess import to_model_input
 
-from training.catalogue_writer import invoked_command
+from training.data import DEFAULT_DATA
+from training.provenance import invoked_command
 from training.quant_table import segmenter_for
 
-DEFAULT_IMAGE = Path(__file__).resolve().parents[2] / "shared" / "data" / "imgs" / "2DBox_CT_sammed2d-amos000475.npz"
+DEFAULT_IMAGE = DEFAULT_DATA / "imgs" / "2DBox_CT_sammed2d-amos000475.npz"
 BOXES = np.array([[20 + 8 * i, 30 + 5 * i, 120 + 6 * i, 150 + 4 * i] for i in range(16)], np.float32)
 STAGES = ("encoder_ms", "decoder_1_ms", "decoder_16_ms")
 

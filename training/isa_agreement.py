@@ -27,11 +27,11 @@ from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 from qmedsam.preprocess import to_model_input
 
-from training.catalogue_writer import invoked_command
+from training.data import DEFAULT_DATA
+from training.provenance import invoked_command
 from training.quant_table import segmenter_for
 
 DEFAULT_ISAS = ("AVX2", "AVX512_CORE", "AVX512_CORE_VNNI")
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def run_worker(model: str, data: Path, cases: list[str] | None, out: Path, threads: int) -> None:

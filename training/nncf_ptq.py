@@ -30,9 +30,10 @@ import numpy as np
 import openvino as ov
 
 from training.calibration_set import MAX_BOXES, SLICES_PER_BOX, CalibrationItem, calibration_items
-from training.catalogue_writer import MODELS_DIR, REPO_ROOT, invoked_command, library_versions, record_model
+from training.catalogue_writer import MODELS_DIR, record_model
+from training.data import DEFAULT_DATA
+from training.provenance import REPO_ROOT, invoked_command, library_versions
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 FP32_NAME = "litemedsam-fp32"
 PARTS = ("encoder", "decoder")
 PRESETS = ("mixed", "performance")  # mixed is what NNCF itself picks for TRANSFORMER models

@@ -19,14 +19,14 @@ import torch
 import yaml
 
 from training.calibration_set import calibration_items
-from training.catalogue_writer import MODELS_DIR, REPO_ROOT, invoked_command, library_versions, record_model
+from training.catalogue_writer import MODELS_DIR, record_model
+from training.data import DEFAULT_DATA
 from training.dfq_synth import CASE_PREFIX
 from training.export_qcdq import convert_quantized, runtime_precisions, save_pair
 from training.litemedsam import load_litemedsam
 from training.litemedsam.weights import SOURCE_CHECKPOINT
+from training.provenance import REPO_ROOT, invoked_command, library_versions
 from training.quantize import QuantRecipe, prepare_quantized
-
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data"
 
 
 def load_recipe(path: Path) -> QuantRecipe:

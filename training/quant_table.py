@@ -24,7 +24,8 @@ from qmedsam.engine import Segmenter, segment_case
 from qmedsam.evaluate import score_case
 from qmedsam.npz_io import load_npz_case
 
-from training.catalogue_writer import REPO_ROOT
+from training.data import DEFAULT_DATA
+from training.provenance import REPO_ROOT
 
 
 def segmenter_for(spec: str, threads: int, inference_precision: str = "f32") -> Segmenter:
@@ -76,7 +77,7 @@ def markdown(results: list[dict], held_out: list[str]) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL")
-    parser.add_argument("--data", type=Path, default=REPO_ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--held-out", nargs="*", default=[], metavar="CASE")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, help="also write every case's scores here")

@@ -225,8 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="another model catalogue folder, e.g. runs/qat/models (default: the shipped one)")
     segment.add_argument("--threads", type=int, default=None, help=THREADS_HELP)
     segment.add_argument("--inference-precision", choices=("f32", "bf16"), default="f32",
-                         help="float arithmetic: f32 (default, same masks on every CPU) or bf16 (about 2x "
-                              "faster on CPUs with AVX512-BF16/AMX, slightly different masks)")
+                         help="float arithmetic: f32 (default; the FP32 model gives the same masks on every CPU) "
+                              "or bf16 (about 2x faster on CPUs with AVX512-BF16/AMX, slightly different masks)")
     segment.add_argument("--boxes", default=None, metavar="FILE",
                          help="boxes JSON for a single volume input (default: <volume name>.boxes.json beside it)")
     segment.add_argument("--window", default=None, metavar="LEVEL,WIDTH",
