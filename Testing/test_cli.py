@@ -55,7 +55,8 @@ def test_progress_counts_slices_only_where_there_are_some(inputs, tmp_path, caps
     assert f"{CASE_2D}.npz: 2 box(es)" in captured.out
     assert main(["segment", str(inputs / f"{CASE_3D}.npz"), "-o", str(tmp_path / "out"), "--threads", "2"]) == 0
     captured = capsys.readouterr()
-    assert "0slice" not in captured.err and "3/3 [" in captured.err  # opened with its total: 3 slices
+    # Opened with its total (3 slices); the last refresh may be skipped by tqdm's rate limit, the first never is.
+    assert "0slice" not in captured.err and "0/3 [" in captured.err
 
 
 def test_existing_output_is_not_overwritten(inputs, tmp_path, capsys):
