@@ -158,7 +158,7 @@ def test_split_file_never_hands_out_a_test_case(real_files, tmp_path):
     """training/configs/split.yaml: train and validation exclude test (shared/data's 16 cases all among it)."""
     import yaml
 
-    from training.catalogue_writer import REPO_ROOT
+    from training.provenance import REPO_ROOT
 
     path = REPO_ROOT / "training" / "configs" / "split.yaml"
     test = set(yaml.safe_load(path.read_text())["test"])

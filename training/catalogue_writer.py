@@ -13,9 +13,7 @@ from pathlib import Path
 
 from qmedsam.model_store import DEFAULT_MODELS_URL
 
-# invoked_command and library_versions are re-exported for the modules that still import them from here
-# (ptq, nncf_ptq, qat, quant_table, qat_config, isa_agreement, int8_speed); new code imports training.provenance.
-from training.provenance import REPO_ROOT, invoked_command, library_versions, sha256_file  # noqa: F401
+from training.provenance import REPO_ROOT, sha256_file
 
 MODELS_DIR = REPO_ROOT / "QMedSAMSlicer" / "Resources" / "Models"
 

@@ -33,13 +33,15 @@ from qmedsam.preprocess import MODEL_SIZE, area_resize, to_model_input
 
 from training.provenance import REPO_ROOT
 
-__all__ = ["DEFAULT_DATA", "DEFAULT_DATA_IN_REPO",
+__all__ = ["DEFAULT_DATA", "DEFAULT_DATA_IN_REPO", "SYNTHETIC_CASE_PREFIX",
            "MODEL_SIZE", "SourceFile", "discover", "split_by_case", "split_cases", "SliceIndex", "BoxPromptDataset",
            "ModalityBalancedSampler", "collate", "nearest_resize", "flip_valid_region", "mask_bbox"]
 
 # The labelled cases beside the repository: the default data of every training and evaluation command.
 DEFAULT_DATA_IN_REPO = "../shared/data"  # relative to the repository root, as config files write paths
 DEFAULT_DATA = (REPO_ROOT / DEFAULT_DATA_IN_REPO).resolve()
+# Case names of DFQ-SAM synthetic images (training/dfq_synth.py writes them; PTQ recognises data-free calibration).
+SYNTHETIC_CASE_PREFIX = "2DBox_Synthetic_dfq-sam-"
 
 SAVE_HINT = "a training file holds 'imgs' and 'gts': numpy.savez_compressed(path, imgs=..., gts=...)"
 

@@ -34,14 +34,13 @@ from scipy import ndimage
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from training.data import jitter_box, mask_bbox
+from training.data import SYNTHETIC_CASE_PREFIX, jitter_box, mask_bbox
 from training.litemedsam import load_litemedsam
 from training.litemedsam.tiny_vit import TinyViTBlock
 from training.losses import dice_loss, focal_loss
 from training.provenance import REPO_ROOT, invoked_command
 
 SIZE = MODEL_SIZE  # the model's square input side
-CASE_PREFIX = "2DBox_Synthetic_dfq-sam-"
 BOX_JITTER = 3  # px per side
 
 
@@ -362,7 +361,7 @@ def raster_box(box_mask: Tensor) -> Tensor:
 # --- the command ---------------------------------------------------------------------------------------
 
 def case_paths(out: Path, index: int) -> tuple[Path, Path]:
-    name = f"{CASE_PREFIX}{index:04d}.npz"
+    name = f"{SYNTHETIC_CASE_PREFIX}{index:04d}.npz"
     return out / "imgs" / name, out / "gts" / name
 
 

@@ -20,8 +20,7 @@ import yaml
 
 from training.calibration_set import calibration_items
 from training.catalogue_writer import MODELS_DIR, record_model
-from training.data import DEFAULT_DATA
-from training.dfq_synth import CASE_PREFIX
+from training.data import DEFAULT_DATA, SYNTHETIC_CASE_PREFIX
 from training.export_qcdq import convert_quantized, runtime_precisions, save_pair
 from training.litemedsam import load_litemedsam
 from training.litemedsam.weights import SOURCE_CHECKPOINT
@@ -41,7 +40,7 @@ def quantized_model(recipe: QuantRecipe, items) -> tuple[torch.nn.Module, list[d
 
 
 def _is_synthetic(items) -> bool:
-    return all(item.case.startswith(CASE_PREFIX) for item in items)
+    return all(item.case.startswith(SYNTHETIC_CASE_PREFIX) for item in items)
 
 
 def ptq_entry(recipe: QuantRecipe, report: list[dict], items, description: str, default: bool = False) -> dict:

@@ -37,7 +37,6 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from training.calibration_set import spread
-from training.catalogue_writer import invoked_command, library_versions
 from training.data import (
     BoxPromptDataset,
     ModalityBalancedSampler,
@@ -49,6 +48,7 @@ from training.data import (
 )
 from training.litemedsam import load_litemedsam
 from training.losses import distillation_term, mask_iou, stage_losses
+from training.provenance import invoked_command, library_versions
 from training.ptq import load_recipe
 from training.qat_checkpoint import load_checkpoint, quantized_litemedsam, save_checkpoint
 from training.qat_config import StageConfig, learning_rate, load_stage_config

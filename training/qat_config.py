@@ -13,9 +13,9 @@ from typing import Optional, Union
 
 import yaml
 
-from training.catalogue_writer import REPO_ROOT
 from training.data import DEFAULT_DATA_IN_REPO
 from training.losses import DICE_FORMS, DISTILL_WEIGHTS
+from training.provenance import REPO_ROOT
 from training.quantize import QUANTIZABLE_PARTS
 
 LOSS_TERMS = ("dice", "bce", "focal", "iou", "distill")
