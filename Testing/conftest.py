@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # = training.data.DEFAULT_DATA, without importing torch
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"  # = training.datasets.cases.DEFAULT_DATA, without importing torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -45,7 +45,7 @@ def fp32_model() -> Path:
     """The FP32 reference IR, exported from the pinned checkpoint into Resources/Models/litemedsam-fp32 the first
     time a checkout runs tests (about 30 s; byte-identical to models.json's sha256), never downloaded. Autouse:
     many tests, subprocesses and benchmarks name the model, and a fresh clone does not have it."""
-    from training.export_openvino import build_local
+    from training.quantization.export_openvino import build_local
 
     return build_local("litemedsam-fp32")
 

@@ -4,6 +4,10 @@ import numpy as np
 import slicer  # slicer-core, pinned in the test extra
 import slicer_lib  # noqa: F401
 import vtk
+from QMedSAMSlicerLib import effect_logic
+from QMedSAMSlicerLib import self_test_scenes as scenes
+from QMedSAMSlicerLib.mrml_effect import BoxEditor
+from QMedSAMSlicerLib.mrml_labelmap import labelmap_on_grid
 from QMedSAMSlicerLib.mrml_scene import editing_scene
 from vtkmodules.util import numpy_support
 
@@ -88,4 +92,44 @@ def drag_xy(slice_node_, corners_ras):
     return [np.rint(xyz[:2]).astype(int).tolist() for xyz in ras_to_xy(corners_ras, slice_node_.GetXYToRAS())]
 
 
-__all__ = ["editing_scene", "add_volume", "add_segmentation", "slice_node", "segment_voxels", "drag_xy", "slicer"]
+class EffectSetup:
+    """A scene with the self-test's oblique ellipsoid volume, a segmentation on it, an axial view through the
+    ellipsoid's centre and a BoxEditor."""
+
+    def __init__(self, geometry_string=None, segments=("target",)):
+        self.scene_data = scenes.oblique_ellipsoid()
+        self.editing = editing_scene()
+        self.volume = add_volume(self.editing.scene, self.scene_data.voxels, self.scene_data.ijk_to_ras)
+        self.segmentation, self.ids = add_segmentation(
+            self.editing.scene, None if geometry_string else self.volume, geometry_string, segments)
+        self.editing.edit(self.segmentation, self.volume, self.ids[0])
+        self.editor = BoxEditor(self.editing.access)
+        self.view = slice_node(self.editing.scene, "Axial", centre=self.scene_data.centre_ras)
+
+    @property
+    def reference(self):
+        return self.editing.access.reference_geometry()
+
+    def segments(self):
+        segmentation = self.segmentation.GetSegmentation()
+        return {segmentation.GetNthSegmentID(n): segment_voxels(self.segmentation, segmentation.GetNthSegmentID(n),
+                                                                 self.reference)
+                for n in range(segmentation.GetNumberOfSegments())}
+
+    def drag(self, segmenter, mode=effect_logic.SLICE_MODE, half_extent=0, **kwargs):
+        start, end = drag_xy(self.view, self.scene_data.corners_ras)
+        return self.editor.segment_drag(segmenter, self.view, start, end, mode, half_extent, **kwargs)
+
+    def paint(self, segment_id, block):
+        """Writes a box of voxels (numpy slices on the grid) into a segment, bypassing all masking."""
+        shape = self.editor.geometry().shape
+        mask = np.zeros(shape, bool)
+        mask[block] = True
+        labelmap, extent = labelmap_on_grid(self.reference, np.nonzero(mask))
+        self.editing.editor_logic.ModifySegmentByLabelmap(self.segmentation, segment_id, labelmap,
+                                                          self.editing.editor_logic.ModificationModeAdd, list(extent),
+                                                          False, True)
+
+
+__all__ = ["EffectSetup", "editing_scene", "add_volume", "add_segmentation", "slice_node", "segment_voxels", "drag_xy",
+           "slicer"]

@@ -1,4 +1,4 @@
-"""`qmedsam bench` (engine only, data as arguments) and `python -m training.bench_torch` (with torch)."""
+"""`qmedsam bench` (engine only, data as arguments) and `python -m training.evaluation.bench_torch` (with torch)."""
 
 import json
 import shutil
@@ -72,7 +72,7 @@ def test_bench_on_given_cases_starts_with_the_machine_and_writes_it_to_json(tmp_
 
 @pytest.mark.slow
 def test_torch_bench_adds_the_official_pipeline_and_its_agreement(tmp_path, shared_data, capsys):
-    from training.bench_torch import main as bench_torch
+    from training.evaluation.bench_torch import main as bench_torch
 
     report_path = tmp_path / "bench.json"
     assert bench_torch(["--data", str(shared_data), "--cases", CASE_2D, "--model", "litemedsam-fp32",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from training.build_pool import (
+from training.datasets.build_pool import (
     Reference,
     Source,
     boxes_from_labels,
@@ -19,7 +19,7 @@ from training.build_pool import (
     refuse_inside_repository,
     write_case,
 )
-from training.data import BoxPromptDataset, discover
+from training.datasets.cases import BoxPromptDataset, discover
 from training.provenance import REPO_ROOT
 
 

@@ -1,11 +1,11 @@
-"""The click protocol of training/click_protocol.py: where clicks go, and box-only equals the official pipeline."""
+"""The click protocol of training/clicks/protocol.py: where clicks go, and box-only equals the official pipeline."""
 
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-from training.click_protocol import Click, area_under_curve, next_click  # noqa: E402
+from training.clicks.protocol import Click, area_under_curve, next_click  # noqa: E402
 
 
 def square(mask, top, left, size):
@@ -52,6 +52,33 @@ def test_no_error_means_no_click():
     assert next_click(truth, truth) is None
 
 
+def test_click_rounds_accumulate_clicks_and_stop_when_nothing_is_left_to_fix():
+    """The loop shared by the torch protocol and the engine driver (training/clicks/engine_protocol.py)."""
+    from training.clicks.protocol import click_rounds
+
+    truth = square(np.zeros((20, 20), bool), 4, 4, 9)
+    seen = []
+
+    def segment(clicks):  # a stand-in model: empty for the box, perfect after the first click
+        seen.append(list(clicks))
+        return truth.copy() if clicks else np.zeros_like(truth)
+
+    rounds = list(click_rounds(segment, truth, rounds=3))
+    assert [len(clicks) for _, clicks in rounds] == [0, 1, 1, 1]  # no error left: no more clicks
+    assert seen == [[], [Click(x=8, y=8, positive=True)]]  # and no more model calls
+    assert all((mask == truth).all() for mask, _ in rounds[1:])
+
+
+def test_protocol_scales_clicks_with_the_engine_rule():
+    from qmedsam.preprocess import points_to_model_space
+
+    from training.clicks.protocol import clicks_to_model_space
+
+    points, labels = clicks_to_model_space([Click(511, 100, True), Click(3, 7, False)], 400, 512)
+    np.testing.assert_array_equal(points, points_to_model_space([[511, 100], [3, 7]], 400, 512))
+    assert points.dtype == np.float32 and labels.tolist() == [1, 0]
+
+
 def test_area_under_curve_is_the_trapezoid_over_click_index():
     assert area_under_curve([0.5, 0.7, 0.7, 0.9, 0.9, 1.0]) == pytest.approx(0.6 + 0.7 + 0.8 + 0.9 + 0.95)
 
@@ -60,9 +87,9 @@ def test_area_under_curve_is_the_trapezoid_over_click_index():
 def test_box_only_through_the_protocol_equals_the_official_pipeline(shared_data):
     from qmedsam.npz_io import read_npz_arrays
 
-    from training.click_protocol import interactive_masks
+    from training.clicks.protocol import interactive_masks
+    from training.evaluation.reference import OfficialPipeline
     from training.litemedsam import load_litemedsam
-    from training.reference import OfficialPipeline
 
     torch.set_num_threads(1)
     case = "2DBox_Dermoscopy_ham10000-ISIC0024311"
@@ -85,7 +112,7 @@ def test_box_only_through_the_protocol_equals_the_official_pipeline(shared_data)
 def test_finetune_step_and_checkpoint_round_trip(tmp_path):
     """One click-training step on a hand-made cached image, then an atomic checkpoint that reloads with
     weights_only=True into the same prompt encoder and mask decoder; a foreign file is refused clearly."""
-    from training.click_finetune import (
+    from training.clicks.finetune import (
         Config,
         Image,
         Sampler,

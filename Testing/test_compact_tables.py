@@ -6,9 +6,9 @@ import pytest
 import torch
 from qmedsam.catalogue import find_model, load_catalogue
 
-from training.compact_tables import MIN_ELEMENTS, compact_tables
-from training.export_openvino import convert
 from training.litemedsam import load_litemedsam
+from training.quantization.compact_tables import MIN_ELEMENTS, compact_tables
+from training.quantization.export_openvino import convert
 
 F32 = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": 2}
 pytestmark = pytest.mark.usefixtures("fp32_model")  # built locally from the pinned checkpoint (conftest)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from training import dfq_synth
-from training.calibration_set import calibration_items
-from training.data import BoxPromptDataset, discover, mask_bbox
-from training.dfq_synth import (
+from training.datasets.calibration_set import calibration_items
+from training.datasets.cases import BoxPromptDataset, discover, mask_bbox
+from training.dfq import synth as dfq_synth
+from training.dfq.synth import (
     AttentionOutputs,
     SynthesisConfig,
     _augment,
@@ -21,7 +21,7 @@ from training.dfq_synth import (
     starting_point,
     user_box,
 )
-from training.dfq_table import noise_items
+from training.dfq.table import noise_items
 from training.litemedsam import load_litemedsam
 from training.litemedsam.tiny_vit import TinyViTBlock
 

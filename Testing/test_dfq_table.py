@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from training.dfq_table import (
+from training.dfq.table import (
     BASE_RECIPE,
     VALIDATION_CASES,
     ablation_summary,
@@ -13,7 +13,7 @@ from training.dfq_table import (
     table_order,
     variant_recipe,
 )
-from training.ptq import load_recipe
+from training.quantization.ptq import load_recipe
 
 
 def test_variants_change_only_the_encoder_bits_and_the_dfq_quantizer():

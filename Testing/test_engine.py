@@ -13,7 +13,7 @@ from qmedsam.errors import QMedSAMError
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 
-from training.reference import OfficialPipeline
+from training.evaluation.reference import OfficialPipeline
 
 pytestmark = pytest.mark.usefixtures("fp32_model")  # built locally from the pinned checkpoint (conftest)
 

@@ -1,19 +1,16 @@
 """Reading cases, volumes and boxes and writing results: bad input is a QMedSAMError, nothing half-written."""
 
 import io
-import json
 import os
 import zipfile
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
 from conftest import case_names
 from qmedsam.atomic import atomic_write, check_writable_target
 from qmedsam.errors import QMedSAMError
 from qmedsam.intensity import to_uint8
 from qmedsam.npz_io import find_npz_inputs, load_npz_case, save_segs_npz
-from qmedsam.volume_io import read_boxes_json, read_volume, volume_array, write_label_image
 
 RGB = np.zeros((8, 10, 3), np.uint8)
 VOLUME = np.zeros((4, 8, 10), np.uint8)
@@ -180,94 +177,7 @@ def test_bad_inputs_are_refused(tmp_path, relative, phrase):
         find_npz_inputs([] if relative is None else [tmp_path / relative])
 
 
-# -- volumes -------------------------------------------------------------------------------------------
-
-# Axes permuted and flipped: index x runs along physical -y, index y along +x, index z along -z.
-DIRECTION = (0, 1, 0, -1, 0, 0, 0, 0, -1)
-ORIGIN = (12.5, -40.0, 7.0)
-SPACING = (0.8, 1.5, 3.0)
-
-
-def _reference_image(tmp_path):
-    array = np.random.default_rng(1).integers(-1000, 1000, (6, 9, 11)).astype(np.int16)  # (z, y, x)
-    image = sitk.GetImageFromArray(array)
-    image.SetDirection(DIRECTION)
-    image.SetOrigin(ORIGIN)
-    image.SetSpacing(SPACING)
-    path = tmp_path / "ct.nii.gz"
-    sitk.WriteImage(image, str(path))
-    return path, array
-
-
-def test_nifti_round_trip_keeps_geometry_and_maps_physical_boxes(tmp_path):
-    path, array = _reference_image(tmp_path)
-    image = read_volume(path)
-    np.testing.assert_array_equal(volume_array(image), array)
-    np.testing.assert_allclose(image.GetDirection(), DIRECTION, atol=1e-6)
-    np.testing.assert_allclose(image.GetOrigin(), ORIGIN, atol=1e-4)
-    np.testing.assert_allclose(image.GetSpacing(), SPACING, atol=1e-6)
-
-    wanted = [[2, 1, 1, 7, 5, 4], [0, 3, 0, 10, 8, 5]]  # voxel boxes x_min, y_min, z_min, x_max, y_max, z_max
-    boxes = []
-    for box in wanted:
-        corners = np.array([image.TransformContinuousIndexToPhysicalPoint([float(v) for v in corner])
-                            for corner in (box[:3], box[3:])])
-        boxes.append({"min": corners.min(axis=0).tolist(), "max": corners.max(axis=0).tolist(), "name": "x"})
-    boxes_path = tmp_path / "ct.boxes.json"
-    boxes_path.write_text(json.dumps({"coordinates": "physical", "boxes": boxes}))
-    np.testing.assert_allclose(read_boxes_json(boxes_path, image), wanted, atol=1e-6)
-    voxel_box = {"min": [2, 1, 1], "max": [7, 5, 4]}
-    boxes_path.write_text(json.dumps({"coordinates": "voxel", "boxes": [voxel_box]}))
-    np.testing.assert_array_equal(read_boxes_json(boxes_path, image), wanted[:1])
-
-    labels = np.zeros(array.shape, np.uint8)
-    labels[1:5, 1:6, 2:8] = 1
-    out = tmp_path / "out" / "ct_labels.nii.gz"
-    out.parent.mkdir()
-    write_label_image(out, labels, image)
-    written = sitk.ReadImage(str(out))
-    np.testing.assert_array_equal(sitk.GetArrayFromImage(written), labels)
-    assert written.GetPixelID() == sitk.sitkUInt8
-    np.testing.assert_allclose(written.GetDirection(), DIRECTION, atol=1e-6)
-    np.testing.assert_allclose(written.GetOrigin(), ORIGIN, atol=1e-4)
-    np.testing.assert_allclose(written.GetSpacing(), SPACING, atol=1e-6)
-    with pytest.raises(QMedSAMError, match="already exists; pass --overwrite"):
-        write_label_image(out, labels, image)
-    with pytest.raises(QMedSAMError, match="do not fit the reference"):
-        write_label_image(out, labels[:-1], image, overwrite=True)
-    assert sorted(p.name for p in out.parent.iterdir()) == ["ct_labels.nii.gz"]
-
-
-def test_2d_image_reads_as_one_slice_volume(tmp_path):
-    path = tmp_path / "slice.mha"
-    sitk.WriteImage(sitk.GetImageFromArray(np.arange(12, dtype=np.float32).reshape(3, 4)), str(path))
-    assert volume_array(read_volume(path)).shape == (1, 3, 4)
-
-
-def _write_bad_volume(path, kind):
-    if kind == "vector":
-        sitk.WriteImage(sitk.GetImageFromArray(np.zeros((3, 4, 5, 3), np.uint8), isVector=True), str(path))
-    elif kind == "4D":
-        sitk.WriteImage(sitk.Image([4, 4, 3, 2], sitk.sitkFloat32), str(path))
-    elif kind == "garbage":
-        path.write_bytes(b"not an image at all")
-
-
-BAD_VOLUME_FILES = {
-    "missing": (None, "does not exist"),
-    "garbage": ("garbage", "Cannot read .* as a NIfTI/NRRD/MHA image"),
-    "vector": ("vector", "3 values per voxel"),
-    "4D": ("4D", "4D image .* expected a 3D volume"),
-}
-
-
-@pytest.mark.parametrize("kind, phrase", BAD_VOLUME_FILES.values(), ids=BAD_VOLUME_FILES.keys())
-def test_bad_volume_file_is_refused(tmp_path, kind, phrase):
-    path = tmp_path / "volume.nrrd"
-    _write_bad_volume(path, kind)
-    with pytest.raises(QMedSAMError, match=phrase):
-        read_volume(path)
-
+# -- intensities (volumes and boxes: test_volume_io.py) ------------------------------------------------
 
 def test_to_uint8_window_and_percentile_rules():
     ct = np.array([[[-1000, -160, 40, 240, 3000]]], np.int16)
@@ -292,54 +202,6 @@ def test_to_uint8_constant_volume_gives_zeros(window, value):
 def test_to_uint8_refuses_a_bad_window():
     with pytest.raises(QMedSAMError, match="positive width"):
         to_uint8(np.zeros((1, 2, 2), np.float32), window=(40, 0))
-
-
-VALID_BOX = {"min": [1, 1, 0], "max": [5, 5, 3]}
-BAD_BOX_JSON = {
-    "not JSON": ("{'coordinates': 'voxel'", "not valid JSON: .* line 1, column 2"),
-    "list at top": ([VALID_BOX], r"at \$: expected an object"),
-    "no coordinates": ({"boxes": [VALID_BOX]},
-                       r"at \$.coordinates: expected \"voxel\" or \"physical\", got null"),
-    "bad coordinates": ({"coordinates": "ras", "boxes": [VALID_BOX]}, r"\$.coordinates: .* got \"ras\""),
-    "boxes not list": ({"coordinates": "voxel", "boxes": VALID_BOX}, r"at \$.boxes: expected a list"),
-    "no boxes": ({"coordinates": "voxel", "boxes": []}, r"at \$.boxes: no boxes"),
-    "box not object": ({"coordinates": "voxel", "boxes": [[1, 2, 3]]},
-                       r"at \$.boxes\[0\]: expected an object"),
-    "missing max": ({"coordinates": "voxel", "boxes": [VALID_BOX, {"min": [1, 1, 1]}]},
-                    r"at \$.boxes\[1\].max: expected a list of 3 numbers"),
-    "2 coordinates": ({"coordinates": "voxel", "boxes": [{"min": [1, 1], "max": [5, 5, 3]}]},
-                      r"at \$.boxes\[0\].min: expected a list of 3 numbers \[x, y, z\], got \[1, 1\]"),
-    "text coordinate": ({"coordinates": "voxel", "boxes": [{"min": [1, "1", 0], "max": [5, 5, 3]}]},
-                        r"at \$.boxes\[0\].min\[1\]: expected a finite number, got \"1\""),
-    "bool coordinate": ({"coordinates": "voxel", "boxes": [{"min": [1, 1, 0], "max": [5, True, 3]}]},
-                        r"\$.boxes\[0\].max\[1\]: expected a finite number, got true"),
-    "NaN coordinate": ('{"coordinates": "voxel", "boxes": [{"min": [1, 1, NaN], "max": [5, 5, 3]}]}',
-                       r"\$.boxes\[0\].min\[2\]: expected a finite number"),
-    "unknown key": ({"coordinates": "voxel", "boxes": [{**VALID_BOX, "label": 3}]}, "unknown key.* label"),
-    "name not text": ({"coordinates": "voxel", "boxes": [{**VALID_BOX, "name": 3}]},
-                      r"\.name: expected text"),
-    "inverted box": ({"coordinates": "voxel", "boxes": [{"min": [5, 1, 0], "max": [1, 5, 3]}]},
-                     r"voxel coordinates\): Box 0 \(label 1\) is empty or inverted: x_min=5"),
-    "outside volume": ({"coordinates": "voxel", "boxes": [{"min": [1, 1, 10], "max": [5, 5, 12]}]},
-                       "entirely outside the volume"),
-}
-
-
-@pytest.mark.parametrize("content, phrase", BAD_BOX_JSON.values(), ids=BAD_BOX_JSON.keys())
-def test_bad_boxes_json_is_refused(tmp_path, content, phrase):
-    path = tmp_path / "boxes.json"
-    path.write_text(content if isinstance(content, str) else json.dumps(content))
-    with pytest.raises(QMedSAMError, match=phrase):
-        read_boxes_json(path, sitk.Image([10, 8, 4], sitk.sitkUInt8))
-
-
-@pytest.mark.parametrize("make, phrase", [(None, "does not exist"), ("folder", "is a folder")])
-def test_missing_boxes_json_is_refused(tmp_path, make, phrase):
-    path = tmp_path / "boxes.json"
-    if make == "folder":
-        path.mkdir()
-    with pytest.raises(QMedSAMError, match=phrase):
-        read_boxes_json(path, sitk.Image([10, 8, 4], sitk.sitkUInt8))
 
 
 def test_zip_without_npy_members_is_refused(tmp_path):

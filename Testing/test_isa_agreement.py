@@ -6,8 +6,9 @@ last bit and every requantization amplifies it (docs/int8.md): a floor is assert
 no 16-bit sum saturates is checked exactly.
 
 Each run is a subprocess with ONEDNN_MAX_CPU_ISA set (oneDNN reads it once per process), so this one CPU
-stands in for an AVX2 laptop and an AVX-512 VNNI machine. Needs a CPU with AVX-512 VNNI (else the two caps
-would run the same kernels and prove nothing).
+stands in for an AVX2 laptop and an AVX-512 VNNI machine; only approximately for the laptop, since
+OpenVINO's MVN, RMS and Reduce kernels keep AVX-512 code under the cap (Testing/test_isa_policy.py). Needs a
+CPU with AVX-512 VNNI (else the two caps would run the same kernels and prove nothing).
 """
 
 from pathlib import Path
@@ -17,7 +18,7 @@ import pytest
 from qmedsam.catalogue import find_model
 from qmedsam.metrics import label_agreement
 
-from training.isa_agreement import run_under_isa
+from training.evaluation.isa_agreement import run_under_isa
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,8 +42,8 @@ def test_saturation_free_recipe_keeps_int8_weights_within_63():
     import torch
     from torch import nn
 
-    from training.ptq import load_recipe
-    from training.quantize import _quant_layer
+    from training.quantization.ptq import load_recipe
+    from training.quantization.quantize import _quant_layer
 
     recipe = load_recipe(REPO_ROOT / "training" / "configs" / "recipe-int8-portable.yaml")
     assert recipe.saturation_free_weights and recipe.unsigned_inputs

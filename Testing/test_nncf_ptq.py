@@ -1,4 +1,5 @@
-"""NNCF post-training INT8 (training/nncf_ptq.py), fast: the decoder only, calibrated on 2 real images.
+"""NNCF post-training INT8 (training/quantization/nncf_ptq.py), fast: the decoder only, calibrated on 2 real images,
+the train list of a split file (its validation case is held out).
 
 Written into a temporary catalogue; the shipped models.json is never touched.
 """
@@ -13,8 +14,9 @@ from qmedsam.engine import Segmenter, segment_case
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 
-from training.calibration_set import calibration_items, slices_for_box
-from training.nncf_ptq import build, check_dynamic_boxes, fake_quantize_count
+from training.catalogue_writer import cases_seen
+from training.datasets.calibration_set import calibration_items, slices_for_box
+from training.quantization.nncf_ptq import build, check_dynamic_boxes, fake_quantize_count
 
 CALIBRATION_CASES = ["2DBox_CT_sammed2d-amos000475", "2DBox_US_hc18-000"]  # 2 items, 4 boxes
 HELD_OUT_CASE = "2DBox_Endoscopy_kvasir-cju0roawvklr"  # 2 boxes, not in the calibration set
@@ -46,8 +48,10 @@ def test_calibration_items_from_3d_case_use_slices_inside_the_box_range(shared_d
 def quantized(shared_data, tmp_path_factory, fp32_model):
     models_dir = tmp_path_factory.mktemp("models")
     shipped = (DEFAULT_MODELS_DIR / "models.json").read_bytes()
-    summary = build("test-nncf-int8", shared_data, models_dir=models_dir, parts=["decoder"],
-                    cases=CALIBRATION_CASES, log=lambda *_: None)
+    split = models_dir / "split.yaml"  # only the split's train cases calibrate: the other 14 cases stay out
+    split.write_text("train: [" + ", ".join(CALIBRATION_CASES) + f"]\nvalidation: [{HELD_OUT_CASE}]\ntest: []\n")
+    summary = build("test-nncf-int8", shared_data, models_dir=models_dir, parts=["decoder"], split=split,
+                    log=lambda *_: None)
     assert (DEFAULT_MODELS_DIR / "models.json").read_bytes() == shipped
     return models_dir, summary
 
@@ -65,6 +69,7 @@ def test_decoder_is_quantized_and_recorded(quantized):
     assert entry["quantized_parts"] == ["decoder"] and "nncf" in entry["versions"]
     assert sorted(entry["calibration_data"]["cases"]) == CALIBRATION_CASES
     assert entry["calibration_data"]["items"] == 2
+    assert entry["cases_seen"] == cases_seen("split.yaml", calibration=CALIBRATION_CASES)
     assert set(entry["sha256"]) == {"encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"}
 
 

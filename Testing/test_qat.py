@@ -13,12 +13,12 @@ from qmedsam.engine import Segmenter
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 
-from training.losses import dice_loss, distillation_loss, distillation_term, mask_iou, stage_losses
+from training.litemedsam.losses import dice_loss, distillation_loss, distillation_term, mask_iou, stage_losses
 from training.provenance import REPO_ROOT
-from training.ptq import load_recipe
-from training.qat_checkpoint import load_checkpoint, model_from_checkpoint, quantized_litemedsam, save_checkpoint
-from training.qat_config import StageConfig, learning_rate, load_stage_config
-from training.quantize import calibrate
+from training.qat.checkpoint import load_checkpoint, model_from_checkpoint, quantized_litemedsam, save_checkpoint
+from training.qat.config import StageConfig, learning_rate, load_stage_config
+from training.quantization.ptq import load_recipe
+from training.quantization.quantize import calibrate
 
 CONFIGS = REPO_ROOT / "training" / "configs"
 SMOKE_CASES = "[2DBox_US_hc18-000,2DBox_XRay_covidseg-ARDSSevere]"
@@ -106,7 +106,7 @@ def test_paper_configs_chain_and_differ_from_ours_only_where_the_paper_does():
 def test_train_mode_switch_decides_whether_batchnorm_statistics_move(us_sample, train_mode):
     """The paper's train mode updates BatchNorm running statistics; ours leaves them; validation is eval."""
     from training.litemedsam import load_litemedsam
-    from training.qat import StudentStep, _freeze, train_epoch, validate
+    from training.qat.train import StudentStep, _freeze, train_epoch, validate
 
     torch.set_num_threads(2)
     model = load_litemedsam().eval()
@@ -172,7 +172,7 @@ def test_checkpoint_rebuilds_the_same_quantized_model(tmp_path, us_sample):
 
 @pytest.fixture(scope="module")
 def us_sample(shared_data):
-    from training.data import BoxPromptDataset, discover
+    from training.datasets.cases import BoxPromptDataset, discover
 
     files = [f for f in discover([shared_data]) if f.case == "2DBox_US_hc18-000"]
     sample = BoxPromptDataset(files, augment=False)[0]
@@ -182,7 +182,7 @@ def us_sample(shared_data):
 def test_a_stage_trains_only_its_parts_and_its_student_step_runs(us_sample):
     """qat.py's set-up pieces on the float model: frozen parts get no gradient, the step gives a mask."""
     from training.litemedsam import load_litemedsam
-    from training.qat import StudentStep, _freeze
+    from training.qat.train import StudentStep, _freeze
 
     model = load_litemedsam().eval()
     trainable = _freeze(model, ["mask_decoder"])
@@ -211,7 +211,7 @@ def test_stages_run_under_torchrun_resume_and_export_int8(tmp_path, shared_data)
     """Stage 1 at world size 2 (DDP, gloo), resumed alone for one more epoch; stage 2 from its best; export."""
     stage1, stage2, models = tmp_path / "stage1", tmp_path / "stage2", tmp_path / "models"
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    out = _run(torchrun + ["-m", "training.qat", "--config", str(CONFIGS / "qat-stage1.yaml"), *SMOKE,
+    out = _run(torchrun + ["-m", "training.qat.train", "--config", str(CONFIGS / "qat-stage1.yaml"), *SMOKE,
                            "--set", f"output_dir={stage1}", "--set", f"data=[{shared_data}]"], REPO_ROOT)
     assert "world size 2" in out
     first = load_checkpoint(stage1 / "last.pt")
@@ -224,7 +224,7 @@ def test_stages_run_under_torchrun_resume_and_export_int8(tmp_path, shared_data)
     assert best_record["val_dice"] > 0.5  # 2 cases the float model segments well; calibration kept that
 
     # The same command with one more cosine epoch continues from last.pt instead of starting over.
-    out = _run([sys.executable, "-m", "training.qat", "--config", str(CONFIGS / "qat-stage1.yaml"), *SMOKE,
+    out = _run([sys.executable, "-m", "training.qat.train", "--config", str(CONFIGS / "qat-stage1.yaml"), *SMOKE,
                 "--set", "cosine_epochs=2", "--set", f"output_dir={stage1}", "--set", f"data=[{shared_data}]"],
                REPO_ROOT)
     assert "resuming at epoch 1" in out
@@ -232,7 +232,7 @@ def test_stages_run_under_torchrun_resume_and_export_int8(tmp_path, shared_data)
     assert not torch.equal(load_checkpoint(stage1 / "last.pt")["model"]["image_encoder.neck.0.weight"],
                            first["model"]["image_encoder.neck.0.weight"])  # it trained
 
-    out = _run([sys.executable, "-m", "training.qat", "--config", str(CONFIGS / "qat-stage2.yaml"), *SMOKE,
+    out = _run([sys.executable, "-m", "training.qat.train", "--config", str(CONFIGS / "qat-stage2.yaml"), *SMOKE,
                 "--set", f"init_checkpoint={stage1 / 'best.pt'}", "--set", f"output_dir={stage2}",
                 "--set", f"data=[{shared_data}]"], REPO_ROOT)
     assert "layers newly quantized" in out
@@ -243,7 +243,7 @@ def test_stages_run_under_torchrun_resume_and_export_int8(tmp_path, shared_data)
     assert all(torch.equal(value, best["model"][key]) for key, value in stage1_encoder.items()
                if key.startswith("image_encoder."))  # stage 2 leaves the encoder as stage 1 made it
 
-    _run([sys.executable, "-m", "training.qat_export", "--checkpoint", str(stage2 / "best.pt"),
+    _run([sys.executable, "-m", "training.qat.export", "--checkpoint", str(stage2 / "best.pt"),
           "--name", "smoke-qat", "--models-dir", str(models)], REPO_ROOT)
     entry = find_model("smoke-qat", models)
     assert entry.record["calibration"] == "qat" and entry.record["qat"]["stage"] == 2

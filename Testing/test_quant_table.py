@@ -1,6 +1,6 @@
 """The per-modality table of several models: means over cases, and the held-out column."""
 
-from training.quant_table import markdown
+from training.evaluation.quant_table import markdown
 
 
 def test_table_averages_cases_per_modality_and_held_out():

@@ -14,12 +14,12 @@ from qmedsam.npz_io import load_npz_case
 from qmedsam.preprocess import to_model_input
 from torch import nn
 
-from training.export_qcdq import fold_weight_clips, runtime_precisions
 from training.litemedsam import load_litemedsam
 from training.litemedsam.layers import MatMul
 from training.provenance import REPO_ROOT
-from training.ptq import load_recipe
-from training.quantize import QuantMatMul, QuantRecipe, calibrate, fold_batchnorm, quantize
+from training.quantization.export_qcdq import fold_weight_clips, runtime_precisions
+from training.quantization.ptq import load_recipe
+from training.quantization.quantize import QuantMatMul, QuantRecipe, calibrate, fold_batchnorm, quantize
 
 INT8_MODEL = "litemedsam-int8-ptq"
 

@@ -6,12 +6,18 @@ import pytest
 import torch
 from brevitas.export import export_onnx_qcdq
 
-from training.calibration_set import calibration_items
-from training.export_qcdq import convert_quantized, runtime_precisions, save_pair
+from training.datasets.calibration_set import calibration_items
 from training.litemedsam import load_litemedsam
-from training.qat_checkpoint import quantized_litemedsam
-from training.quantize import LogSqrt2Quant, QuantMatMul, QuantRecipe, prepare_quantized
-from training.reparam import MIN_SCALE_RATIO, channel_ranges, norm_linear_pairs, range_spread, reparameterize
+from training.qat.checkpoint import quantized_litemedsam
+from training.quantization.export_qcdq import convert_quantized, runtime_precisions, save_pair
+from training.quantization.quantize import LogSqrt2Quant, QuantMatMul, QuantRecipe, prepare_quantized
+from training.quantization.reparam import (
+    MIN_SCALE_RATIO,
+    channel_ranges,
+    norm_linear_pairs,
+    range_spread,
+    reparameterize,
+)
 
 # Two 2D cases: one calibrates (or measures ranges), the other is never seen by the fold or the calibration.
 CASES = ["2DBox_CT_sammed2d-amos000475", "2DBox_US_hc18-000"]
@@ -194,10 +200,10 @@ def test_low_bit_encoder_block_runs_in_openvino_like_torch(low_bit, batches, tmp
 
 
 def test_qat_student_encoder_is_reparameterized_before_it_is_quantized(shared_data, float_model):
-    from training.data import BoxPromptDataset, discover
+    from training.datasets.cases import BoxPromptDataset, discover
     from training.provenance import REPO_ROOT
-    from training.qat import build_student
-    from training.qat_config import load_stage_config
+    from training.qat.config import load_stage_config
+    from training.qat.train import build_student
 
     config = load_stage_config(REPO_ROOT / "training" / "configs" / "qat-stage1.yaml", ["calibration_samples=1"])
     train = BoxPromptDataset([f for f in discover([shared_data]) if f.case == CASES[1]], augment=False)

@@ -16,49 +16,12 @@ from QMedSAMSlicerLib.background_encoder import BackgroundEncoder
 from QMedSAMSlicerLib.mrml_effect import BoxEditor
 from QMedSAMSlicerLib.mrml_labelmap import labelmap_on_grid
 from QMedSAMSlicerLib.mrml_source import SceneError
+from slicer_core_helpers import EffectSetup as Setup
 from slicer_core_helpers import add_segmentation, add_volume, drag_xy, editing_scene, segment_voxels, slice_node, slicer
 
 pytestmark = pytest.mark.slicer_core
 
 CENTRE_IJK, RADII_IJK = np.array([70.0, 60.0, 20.0]), np.array([30.0, 22.0, 10.0])  # oblique_ellipsoid's
-
-
-class Setup:
-    """A scene with the self-test's oblique ellipsoid volume, a segmentation on it and a BoxEditor."""
-
-    def __init__(self, geometry_string=None, segments=("target",)):
-        self.scene_data = scenes.oblique_ellipsoid()
-        self.editing = editing_scene()
-        self.volume = add_volume(self.editing.scene, self.scene_data.voxels, self.scene_data.ijk_to_ras)
-        self.segmentation, self.ids = add_segmentation(
-            self.editing.scene, None if geometry_string else self.volume, geometry_string, segments)
-        self.editing.edit(self.segmentation, self.volume, self.ids[0])
-        self.editor = BoxEditor(self.editing.access)
-        self.view = slice_node(self.editing.scene, "Axial", centre=self.scene_data.centre_ras)
-
-    @property
-    def reference(self):
-        return self.editing.access.reference_geometry()
-
-    def segments(self):
-        segmentation = self.segmentation.GetSegmentation()
-        return {segmentation.GetNthSegmentID(n): segment_voxels(self.segmentation, segmentation.GetNthSegmentID(n),
-                                                                 self.reference)
-                for n in range(segmentation.GetNumberOfSegments())}
-
-    def drag(self, segmenter, mode=effect_logic.SLICE_MODE, half_extent=0, **kwargs):
-        start, end = drag_xy(self.view, self.scene_data.corners_ras)
-        return self.editor.segment_drag(segmenter, self.view, start, end, mode, half_extent, **kwargs)
-
-    def paint(self, segment_id, block):
-        """Writes a box of voxels (numpy slices on the grid) into a segment, bypassing all masking."""
-        shape = self.editor.geometry().shape
-        mask = np.zeros(shape, bool)
-        mask[block] = True
-        labelmap, extent = labelmap_on_grid(self.reference, np.nonzero(mask))
-        self.editing.editor_logic.ModifySegmentByLabelmap(self.segmentation, segment_id, labelmap,
-                                                          self.editing.editor_logic.ModificationModeAdd, list(extent),
-                                                          False, True)
 
 
 def truth_on_grid(setup):

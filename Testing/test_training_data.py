@@ -8,7 +8,7 @@ import pytest
 import torch
 from qmedsam.preprocess import MODEL_SIZE, resized_shape, to_model_input
 
-from training.data import (
+from training.datasets.cases import (
     BoxPromptDataset,
     ModalityBalancedSampler,
     SliceIndex,
@@ -454,10 +454,10 @@ def test_dataloader_batches_with_collate(real_files):
 
 
 def test_the_default_data_folder_is_the_tests_shared_data():
-    """conftest names ../shared/data without importing torch; it must stay training.data's one default."""
+    """conftest names ../shared/data without importing torch; it must stay training.datasets.cases's one default."""
     from conftest import SHARED_DATA
 
-    from training.data import DEFAULT_DATA
+    from training.datasets.cases import DEFAULT_DATA
 
     assert SHARED_DATA.resolve() == DEFAULT_DATA
 

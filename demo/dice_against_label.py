@@ -3,12 +3,12 @@
 import sys
 
 import numpy as np
-import SimpleITK as sitk
+from qmedsam.volume_io import read_volume
 
 
 def main(result_path: str, reference_path: str) -> None:
-    result = sitk.GetArrayFromImage(sitk.ReadImage(result_path)) > 0
-    reference = sitk.GetArrayFromImage(sitk.ReadImage(reference_path)) > 0
+    result = read_volume(result_path).array > 0
+    reference = read_volume(reference_path).array > 0
     dice = 2 * np.logical_and(result, reference).sum() / max(1, result.sum() + reference.sum())
     print(f"{result_path}: Dice against the shipped reference label = {dice:.3f}")
 

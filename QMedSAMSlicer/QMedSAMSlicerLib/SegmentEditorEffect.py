@@ -1,8 +1,7 @@
-"""QMedSAM Segment Editor effect: drag a box in a slice view, preview the mask, Apply or Cancel.
+"""QMedSAM Segment Editor effect: drag a box in a slice view, refine it with clicks, preview, Apply or Cancel.
 
-Qt wiring only. Everything done to MRML (source image, drag -> voxel box, engine call, masked preview, Apply,
-undo, geometry checks) is mrml_effect.BoxEditor, tested on Slicer's own libraries (slicer-core); the keys and
-help text are effect_keys; the shared engine is engine_session.
+Qt wiring only. Everything done to MRML is mrml_effect.BoxEditor, tested on Slicer's own libraries (slicer-core);
+click vs drag and polarity are click_prompts; keys and help text effect_keys; the shared engine engine_session.
 """
 
 import os
@@ -13,6 +12,7 @@ import vtk
 from SegmentEditorEffects import AbstractScriptedSegmentEditorEffect
 
 from QMedSAMSlicerLib import effect_keys, effect_logic
+from QMedSAMSlicerLib.click_prompts import click_is_positive, is_click
 from QMedSAMSlicerLib.dependency_installer import ensure_openvino
 from QMedSAMSlicerLib.engine_session import openvino_available
 from QMedSAMSlicerLib.model_choice import resolve_model_name
@@ -33,8 +33,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.segmenterOverride = None  # the self-test's stand-in when OpenVINO is missing
         self.drag = DragTracker(scriptedEffect.addActor2D, scriptedEffect.removeActor2D)
         self.prefetcher = None
-        self.busy = False
-        self.cancelRequested = False
+        self.busy = self.cancelRequested = False
         self.message = ""
         self.pollTimer = qt.QTimer()
         self.pollTimer.setInterval(50)
@@ -71,6 +70,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             "auto", "\u00b1 ", " slices"
         self.extentSpinBox.toolTip = "3D extent around the drawn slice; auto = the object is as deep as the box is wide"
         self.scriptedEffect.addLabeledOptionsWidget("3D extent:", self.extentSpinBox)
+        self.positiveButton, self.negativeButton = qt.QRadioButton("Positive"), qt.QRadioButton("Negative")
+        self.positiveButton.checked, self.negativeButton.toolTip = True, "What a click adds (Shift+click: the other)"
+        self.scriptedEffect.addLabeledOptionsWidget("Clicks:", row(self.positiveButton, self.negativeButton))
+        self.clickTypeGroup = qt.QButtonGroup()  # else all radio buttons of the options frame are one exclusive set
+        for button in (self.positiveButton, self.negativeButton):
+            self.clickTypeGroup.addButton(button)
         self.newSegmentCheckBox = qt.QCheckBox("Each box to a new segment")
         self.applyButton, self.cancelPreviewButton = qt.QPushButton("Apply"), qt.QPushButton("Cancel")
         self.progressBar, self.stopButton = qt.QProgressBar(), qt.QPushButton("Stop")
@@ -83,7 +88,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         for button, slot in ((self.applyButton, self.onApply), (self.cancelPreviewButton, self.onCancelPreview),
                              (self.stopButton, self.onStop), (self.installButton, self.onInstall)):
             button.connect("clicked()", slot)
-        for widget in (self.sliceModeButton, self.volumeModeButton, self.newSegmentCheckBox):
+        for widget in (self.sliceModeButton, self.volumeModeButton, self.newSegmentCheckBox, self.negativeButton):
             widget.connect("toggled(bool)", self.updateMRMLFromGUI)
         self.extentSpinBox.connect("valueChanged(int)", self.updateMRMLFromGUI)
 
@@ -91,10 +96,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameterDefault("Mode", effect_logic.SLICE_MODE)
         self.scriptedEffect.setParameterDefault("HalfExtent", AUTO)
         self.scriptedEffect.setParameterDefault("EachBoxNewSegment", 0)
+        self.scriptedEffect.setParameterDefault("NegativeClicks", 0)
 
     def updateGUIFromMRML(self):
         volumeMode = self.scriptedEffect.parameter("Mode") == effect_logic.VOLUME_MODE
+        negative = bool(self.scriptedEffect.integerParameter("NegativeClicks"))
         values = ((self.volumeModeButton, "checked", volumeMode), (self.sliceModeButton, "checked", not volumeMode),
+                  (self.negativeButton, "checked", negative), (self.positiveButton, "checked", not negative),
                   (self.newSegmentCheckBox, "checked", bool(self.scriptedEffect.integerParameter("EachBoxNewSegment"))),
                   (self.extentSpinBox, "value", self.scriptedEffect.integerParameter("HalfExtent")))
         for widget, name, value in values:
@@ -109,6 +117,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         self.scriptedEffect.setParameter("Mode", mode)
         self.scriptedEffect.setParameter("HalfExtent", self.extentSpinBox.value)
         self.scriptedEffect.setParameter("EachBoxNewSegment", int(self.newSegmentCheckBox.checked))
+        self.scriptedEffect.setParameter("NegativeClicks", int(self.negativeButton.checked))
 
     def updateButtons(self):
         previewing = self.editor.session.state is effect_logic.State.PREVIEW
@@ -160,8 +169,12 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if self.busy:  # a 3D run is processing events between slices: no new boxes meanwhile
             return eventId != vtk.vtkCommand.MouseMoveEvent
         xy = callerInteractor.GetEventPosition()
-        modifier = callerInteractor.GetShiftKey() or callerInteractor.GetControlKey() or callerInteractor.GetAltKey()
-        if eventId == vtk.vtkCommand.LeftButtonPressEvent and not modifier:
+        shift = callerInteractor.GetShiftKey()
+        if eventId == vtk.vtkCommand.LeftButtonPressEvent and not (callerInteractor.GetControlKey()
+                                                                   or callerInteractor.GetAltKey()):
+            if shift:  # Shift+drag pans (Slicer's): left to the view; a Shift+click is taken on release
+                self.drag.press(viewWidget, xy, band=False)
+                return False
             if not openvino_available() and self.segmenterOverride is None:
                 self.onInstall()
                 return True
@@ -176,10 +189,13 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
             self.prefetchUnder(viewWidget, xy)
             return False
         if eventId == vtk.vtkCommand.LeftButtonReleaseEvent and self.drag.start:
-            box = self.drag.release(viewWidget, xy)
-            if box:
-                self.onBoxDrawn(viewWidget, *box)
-            return True
+            ours, gesture = self.drag.banded, self.drag.release(viewWidget, xy)  # not ours: a Shift press
+            if gesture and is_click(*gesture):
+                self.onClick(viewWidget, gesture[1], click_is_positive(
+                    bool(self.scriptedEffect.integerParameter("NegativeClicks")), shift=not ours))
+            elif gesture and ours:
+                self.onBoxDrawn(viewWidget, *gesture)
+            return ours  # the view that took a Shift press takes its release too
         if eventId == vtk.vtkCommand.KeyPressEvent:
             action = effect_keys.action_for_key(callerInteractor.GetKeySym())
             if action:
@@ -222,17 +238,25 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
     def onBoxDrawn(self, viewWidget, start, end):
         """Segments the box dragged from `start` to `end` (XY pixels of the slice view `viewWidget`) into the
         preview. The mouse release calls this; so can scripts and the self-test. True when it was added."""
-        self.busy, self.cancelRequested = True, False
         mode = self.scriptedEffect.parameter("Mode")
-        self.progressBar.visible = self.stopButton.visible = mode == effect_logic.VOLUME_MODE
+        return self.segment(self.editor.segment_drag, mode == effect_logic.VOLUME_MODE, viewWidget.mrmlSliceNode(),
+                            start, end, mode, self.scriptedEffect.integerParameter("HalfExtent"))
+
+    def onClick(self, viewWidget, xy, positive):
+        """Refines the last box with a click at `xy` (XY pixels of `viewWidget`), as a mouse click does."""
+        return self.segment(self.editor.add_click, self.editor.last_box_is_3d, viewWidget.mrmlSliceNode(), xy, positive)
+
+    def segment(self, step, showProgress, *args):
+        """Runs a BoxEditor step that calls the engine: step(segmenter, *args, prefetcher, progress, cancel)."""
+        self.busy, self.cancelRequested = True, False
+        self.progressBar.visible = self.stopButton.visible = showProgress
         self.progressBar.value = 0
         self.say("Segmenting...")
         try:
             with slicer.util.WaitCursor():
                 segmenter = self.segmenterOverride or SESSION.get(*self.engineSettings())
-                halfExtent = self.scriptedEffect.integerParameter("HalfExtent")
-                return self.run(self.editor.segment_drag, segmenter, viewWidget.mrmlSliceNode(), start, end, mode,
-                                halfExtent, self.prefetcher, self.onProgress, lambda: self.cancelRequested)
+                return self.run(step, segmenter, *args, prefetcher=self.prefetcher, progress=self.onProgress,
+                                cancel=lambda: self.cancelRequested)
         except Exception as error:  # the engine could not be loaded
             self.say(user_message(error))
             return False

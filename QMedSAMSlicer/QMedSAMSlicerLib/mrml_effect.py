@@ -1,4 +1,5 @@
-"""Everything the QMedSAM effect does to MRML, without Qt: box -> engine -> masked preview -> Apply / Cancel.
+"""Everything the QMedSAM effect does to MRML, without Qt: box -> engine -> masked preview -> clicks that
+refine the last box -> Apply / Cancel.
 
 `BoxEditor` takes an EditorAccess (mrml_scene) and MRML nodes; SegmentEditorEffect.py only turns Qt and VTK
 events into these calls and shows the messages they return. The `slicer_core` test tier drives this class
@@ -14,9 +15,11 @@ from qmedsam.errors import QMedSAMError
 
 from . import effect_keys, effect_logic
 from .box_geometry import BoxError, slice_frame, slice_index_at, voxel_spacing
+from .click_prompts import ClickBinding, ClickError, PromptedBox, click_counts, takes_clicks
 from .mrml_labelmap import PreviewLayer, labelmap_on_grid, preview_masked, segment_names
-from .mrml_source import SceneError, SourceReader, box_from_view, current_geometry
+from .mrml_source import SceneError, SourceReader, box_from_view, click_from_view, current_geometry, view_centre_ijk
 from .slice_range import auto_half_extent
+from .view_overlay import ClickMarkers
 
 TILT_WARNING_DEGREES = 15.0
 
@@ -27,6 +30,8 @@ class BoxEditor:
         self.session = effect_logic.PreviewSession()
         self.reader = SourceReader()
         self.preview = PreviewLayer()
+        self.prompts = []  # a PromptedBox per pending result, same order: the boxes' clicks
+        self.markers = ClickMarkers()
         self.prefetched_at = None
 
     # -- what is being edited ------------------------------------------------------------------------
@@ -73,6 +78,18 @@ class BoxEditor:
         """Segments a drag in the view of `slice_node` and adds it to the preview; returns the status message.
         Raises QMedSAMError (the preview is then unchanged, the segmentation untouched)."""
         source, box, call, notes = self.plan(slice_node, start_xy, end_xy, mode, half_extent)
+        result = self._run(segmenter, source, box, call, prefetcher, progress, cancel)
+        if self.session.add(result):
+            notes.append("the earlier boxes were made on another volume or grid and were dropped")
+        kept = [prompted for prompted in self.prompts if any(prompted.result is p for p in self.session.pending)]
+        anchor = view_centre_ijk(slice_node, start_xy, end_xy, source.geometry.ras_to_ijk)
+        self.prompts = kept + [PromptedBox(box, call, anchor, [result])]
+        self.show_preview()
+        return "; ".join([f"Previewing {len(self.session.pending)} box(es)"] + notes) + "."
+
+    def _run(self, segmenter, source, box, call, prefetcher=None, progress=None, cancel=None):
+        """The engine's PendingResult for a planned call (`segmenter` may be a ClickBinding); raises Stopped or
+        SceneError (the preview is then discarded) when the result belongs nowhere any more."""
         if prefetcher is not None:
             if call.method == "segment_2d":  # the slice under the mouse is probably being encoded: use it
                 image = effect_logic.engine_slices(source.voxels, box.frame, call.first, call.last, source.window)[0]
@@ -93,13 +110,55 @@ class BoxEditor:
         if reason is not None:
             self.discard()
             raise SceneError(reason)
-        if self.session.add(result):
-            notes.append("the earlier boxes were made on another volume or grid and were dropped")
+        return result
+
+    # -- clicks ----------------------------------------------------------------------------------------
+    @property
+    def last_box_is_3d(self) -> bool:
+        """Whether a click now re-runs a 3D propagation (a progress bar and Stop are worth showing)."""
+        return bool(self.prompts) and self.prompts[-1].call.method == "segment_3d"
+
+    def add_click(self, segmenter, slice_node, xy, positive: bool, prefetcher=None, progress=None,
+                  cancel=None) -> str:
+        """Refines the last box with a click at view pixel `xy` (all its clicks so far plus this one) and
+        updates the preview; returns the status message. A click that cannot refine it (no box, outside the
+        image, another slice or view) changes nothing and returns why. Engine or scene failures raise
+        QMedSAMError with the preview unchanged (or discarded, as for a box, when it belongs nowhere)."""
+        if not self.prompts:
+            return "Drag a box around the structure first; clicks then refine it."
+        if not takes_clicks(segmenter):
+            name = getattr(segmenter, "name", "This segmenter")
+            return f"The {name} takes boxes only; clicks need the LiteMedSAM engine."
+        prompted = self.prompts[-1]
+        source = self.source()
+        reason = effect_logic.geometry_change(prompted.result.geometry, source.geometry)
+        if reason is not None:
+            self.discard()
+            raise SceneError(reason)
+        try:
+            click = click_from_view(slice_node, xy, source.geometry.ras_to_ijk, source.voxels.shape[:3], prompted.box,
+                                    prompted.anchor_ijk, positive)
+            prompted.check_slice(click)
+        except ClickError as error:
+            return str(error)
+        binding = ClickBinding(segmenter, prompted.clicks + [click], prompted.call.first)
+        result = self._run(binding, source, prompted.box, prompted.call, prefetcher, progress, cancel)
+        prompted.add(click, result)
+        self._show_last_result()
+        return f"Previewing {len(self.session.pending)} box(es); {click_counts(prompted)}."
+
+    def _show_last_result(self) -> None:
+        """After the last box's clicks changed: its current result into the preview, its clicks on screen."""
+        self.session.pending[-1] = self.prompts[-1].result
         self.show_preview()
-        return "; ".join([f"Previewing {len(self.session.pending)} box(es)"] + notes) + "."
 
     def drop_last(self) -> str:
+        """`x`: removes the last prompt, i.e. the last box's last click, or the last box when it has none."""
+        if self.prompts and self.prompts[-1].drop_last_click():
+            self._show_last_result()
+            return f"Previewing {len(self.session.pending)} box(es); {click_counts(self.prompts[-1])}."
         self.session.drop_last()
+        self.prompts = self.prompts[:len(self.session.pending)]
         self.show_preview()
         return f"Previewing {len(self.session.pending)} box(es)." if self.session.pending else "Preview empty."
 
@@ -121,10 +180,18 @@ class BoxEditor:
             self.preview.remove()
         else:
             self.preview.show(self.segmentation_node, labelmap)
+        scene = self.segmentation_node.GetScene() if self.segmentation_node is not None else None
+        self.markers.show(scene, [click for prompted in self.prompts for click in prompted.clicks])
 
     def discard(self) -> None:
         self.session.finish()
         self.preview.remove()
+        self.forget_clicks()
+
+    def forget_clicks(self) -> None:
+        """After Apply, Cancel or a discarded preview: no box is left to refine."""
+        self.prompts = []
+        self.markers.remove()
 
     def geometry_changed(self) -> str | None:
         """Call when the source volume or reference geometry changed: drops a preview that no longer fits and
@@ -172,6 +239,7 @@ class BoxEditor:
                 self.preview.remove()
         count = len(self.session.pending)
         self.session.finish()
+        self.forget_clicks()
         return f"Applied {count} box(es)." if written else "Nothing to apply."
 
     def cancel(self) -> str:
@@ -181,6 +249,7 @@ class BoxEditor:
             if action.kind == effect_logic.CLEAR_PREVIEW:
                 self.preview.remove()
         self.session.finish()
+        self.forget_clicks()
         return "Preview discarded." if plan else ""
 
     def perform(self, action: str, each_box_new_segment: bool = False) -> str:

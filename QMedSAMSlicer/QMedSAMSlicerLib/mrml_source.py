@@ -5,6 +5,7 @@ computed on it, so the source volume is read resampled onto it, as Slicer's alig
 Unlike the aligned source volume (component 0 only), every component is kept: an RGB volume reaches the
 engine in colour and another vector volume as its magnitude, i.e. what the user sees.
 Only linear transforms are followed; a warping transform is refused (the mask would land elsewhere).
+A drag and a click go through the same chain: the slice node's XYToRAS, the grid's RAS-to-index, the box's frame.
 Qt-free: MRML nodes in, numpy out.
 """
 
@@ -18,7 +19,8 @@ import vtk
 from qmedsam.errors import QMedSAMError
 from vtkmodules.util import numpy_support
 
-from .box_geometry import SliceBox, as_matrix, box_from_drag
+from .box_geometry import SliceBox, _oriented_index, as_matrix, box_from_drag, slice_frame, xy_to_ijk_matrix
+from .click_prompts import Click, ClickError
 from .effect_logic import VolumeGeometry
 from .intensity import IntensityWindow, choose_window
 
@@ -153,3 +155,42 @@ class SourceReader:
 def box_from_view(slice_node, start_xy, end_xy, ras_to_index, shape_kji) -> SliceBox:
     """The voxel box of a drag from `start_xy` to `end_xy` in the slice view showing `slice_node`."""
     return box_from_drag(start_xy, end_xy, slice_node.GetXYToRAS(), ras_to_index, shape_kji)
+
+
+def _same_axes(frame, other) -> bool:
+    return (frame.normal_axis, frame.row_axis, frame.column_axis, frame.row_flip, frame.column_flip) == \
+        (other.normal_axis, other.row_axis, other.column_axis, other.row_flip, other.column_flip)
+
+
+def view_centre_ijk(slice_node, start_xy, end_xy, ras_to_index) -> tuple:
+    """IJK of the drag's centre on the view plane: the point whose slice box_from_view segments."""
+    centre = (np.asarray(start_xy[:2], np.float64) + np.asarray(end_xy[:2], np.float64)) / 2
+    return tuple(float(v) for v in (xy_to_ijk_matrix(slice_node.GetXYToRAS(), ras_to_index)
+                                    @ np.array([centre[0], centre[1], 0.0, 1.0]))[:3])
+
+
+def click_from_view(slice_node, xy, ras_to_index, shape_kji, box: SliceBox, anchor_ijk, positive: bool) -> Click:
+    """The click at view pixel `xy` on the engine image of `box`'s frame; ClickError if it cannot refine it.
+
+    In-plane, the click's voxel is the one under the mouse (as for the box's corners). Its slice is the one the
+    view shows where the box was drawn, `anchor_ijk` (view_centre_ijk of the drag): in a view tilted against
+    the voxel grid the slice under the mouse drifts across the view, but the box's slice was chosen at its
+    centre, so a view that has not moved gives the box's slice for any click, and a view scrolled by one slice
+    the next slice.
+    """
+    xy_to_ras = slice_node.GetXYToRAS()
+    frame = box.frame
+    if not _same_axes(slice_frame(xy_to_ras, ras_to_index), frame):
+        raise ClickError("Clicks refine the last box: click in a view oriented like the one it was drawn in.")
+    m = xy_to_ijk_matrix(xy_to_ras, ras_to_index)
+    ijk = m[:3, :2] @ np.asarray(xy[:2], np.float64) + m[:3, 3]
+    _, rows, columns = frame.engine_shape(shape_kji)
+    row, column = (int(np.floor(_oriented_index(ijk[axis], flip, size) + 0.5)) for axis, flip, size in
+                   ((frame.row_axis, frame.row_flip, rows), (frame.column_axis, frame.column_flip, columns)))
+    if not (0 <= row < rows and 0 <= column < columns):
+        raise ClickError("The click is outside the image; click on the structure to refine the box.")
+    in_plane = [frame.column_axis, frame.row_axis]
+    anchor_xy = np.linalg.solve(m[in_plane, :2], np.asarray(anchor_ijk, np.float64)[in_plane] - m[in_plane, 3])
+    normal = float(m[frame.normal_axis, :2] @ anchor_xy + m[frame.normal_axis, 3])
+    ras = as_matrix(xy_to_ras) @ np.array([xy[0], xy[1], 0.0, 1.0])
+    return Click(int(np.floor(normal + 0.5)), row, column, bool(positive), tuple(float(v) for v in ras[:3]))

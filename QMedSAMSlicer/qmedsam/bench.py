@@ -7,7 +7,7 @@
    measured in a fresh child process.
 The output starts with the CPU, its int8/bf16 instruction sets and the ONEDNN_MAX_CPU_ISA in force, since
 INT8 speed (and today INT8 results) depend on them. The engine never imports torch: the comparison with the
-official pipeline in torch is `python -m training.bench_torch`, which runs this with a torch reference.
+official pipeline in torch is `python -m training.evaluation.bench_torch`, which runs this with a torch reference.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def load_cases(data: str | None, names: list[str] | None) -> list:
 
 
 def run(args, reference=None) -> int:
-    """`reference`: the torch side (training.bench_torch) for its latency row, times and mask agreement."""
+    """`reference`: the torch side (training.evaluation.bench_torch) for its latency row, times and mask agreement."""
     report = {"machine": machine_info(args.threads)}
     print("\n".join(format_machine(report["machine"])), flush=True)
     cases = [] if args.latency_only else load_cases(args.data, args.cases)
@@ -323,7 +323,7 @@ def run(args, reference=None) -> int:
 
 
 def add_arguments(parser) -> None:
-    """The options of `qmedsam bench` (also used by `python -m training.bench_torch`)."""
+    """The options of `qmedsam bench` (also used by `python -m training.evaluation.bench_torch`)."""
     parser.add_argument("--data", default=None,
                         help="challenge cases: a folder with imgs/*.npz (required unless --latency-only)")
     parser.add_argument("--cases", nargs="*", default=None, help="case names in DATA/imgs (default: all)")

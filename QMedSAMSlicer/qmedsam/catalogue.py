@@ -110,20 +110,69 @@ class ModelEntry:
         return self.read_verified(xml_name), self.read_verified(bin_name)
 
 
-def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
-    folder = Path(folder) if folder is not None else models_dir()
+def _read_catalogue(folder: Path) -> dict:
+    """models.json as a dict with at least a `models` list."""
     path = folder / CATALOGUE_FILE
     try:
-        records = json.loads(path.read_text(encoding="utf-8"))["models"]
+        catalogue = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(catalogue.get("models"), list):
+            raise KeyError("no 'models' list")
+        return catalogue
     except FileNotFoundError:
         raise QMedSAMError(f"No model catalogue at {path}. Export a model first "
-                           "(python -m training.export_openvino) or set QMEDSAM_MODELS_DIR.") from None
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+                           "(python -m training.quantization.export_openvino) or set QMEDSAM_MODELS_DIR.") from None
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise QMedSAMError(f"The model catalogue {path} is not valid ({error}); restore it from git.") from None
+
+
+def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
+    folder = Path(folder) if folder is not None else models_dir()
+    records = _read_catalogue(folder)["models"]
     return [ModelEntry(name=r["name"], precision=r["precision"], calibration=r["calibration"],
                        folder=_locate(r, folder), encoder=r["encoder"], decoder=r["decoder"],
                        sha256=r["sha256"], default=bool(r.get("default", False)),
                        description=r.get("description", ""), record=r) for r in records]
+
+
+@dataclass(frozen=True)
+class ClickDecoderEntry:
+    """A click decoder (boxes + positive/negative points; training/clicks/export_decoder.py), models.json's
+    `click_decoders` list. Every LiteMedSAM model shares the frozen image encoder, so any model's embedding fits it.
+    """
+
+    name: str
+    folder: Path
+    decoder: str
+    sha256: dict
+    record: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def sizes(self) -> dict:
+        return self.record.get("size") or {}
+
+    @property
+    def max_clicks_trained(self) -> int:
+        return int(self.record.get("max_clicks_trained", 5))
+
+    read_verified = ModelEntry.read_verified  # the same sha256 check on the same fields
+    model_pair = ModelEntry.model_pair
+
+
+def load_click_decoders(folder: Path | None = None) -> list[ClickDecoderEntry]:
+    folder = Path(folder) if folder is not None else models_dir()
+    return [ClickDecoderEntry(name=r["name"], folder=_locate(r, folder), decoder=r["decoder"], sha256=r["sha256"],
+                              record=r) for r in _read_catalogue(folder).get("click_decoders", [])]
+
+
+def find_click_decoder(folder: Path | None = None) -> ClickDecoderEntry:
+    """The catalogue's click decoder (the first one listed); the shipped catalogue's when `folder` has none."""
+    entries = load_click_decoders(folder)
+    if not entries and folder is not None:
+        entries = load_click_decoders(None)
+    if not entries:
+        raise QMedSAMError("The model catalogue has no click decoder, so clicks cannot be used; segment with boxes "
+                           "only, or export one (python -m training.clicks.export_decoder).")
+    return entries[0]
 
 
 def _locate(record: dict, folder: Path) -> Path:

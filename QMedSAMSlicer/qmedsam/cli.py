@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import QMedSAMError
-
-VOLUME_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd")
+from .volume_io import VOLUME_SUFFIXES
 
 
 def _is_volume(path: Path) -> bool:
@@ -66,6 +65,47 @@ def _plan_jobs(inputs: list[str], outdir: Path, boxes: str | None) -> list[_Job]
     return jobs
 
 
+def _case_name(job: _Job) -> str:
+    """The name a --clicks file uses for this input: the .npz case name or the volume's name."""
+    return _volume_stem(job.source) if job.boxes_json is not None else job.source.stem
+
+
+def _read_clicks(path: str | None, jobs: list[_Job]) -> dict:
+    """{case: clicks per box} from a --clicks JSON file; every case it names must be an input."""
+    if path is None:
+        return {}
+    try:
+        clicks = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise QMedSAMError(f"--clicks file {path} does not exist.") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise QMedSAMError(f"Cannot read --clicks file {path} ({error}).") from None
+    except json.JSONDecodeError as error:
+        raise QMedSAMError(f"--clicks file {path} is not valid JSON ({error}).") from None
+    if not isinstance(clicks, dict):
+        raise QMedSAMError(f"--clicks file {path} holds a {type(clicks).__name__}; expected an object "
+                           '{"<case>": [[[x, y, 1], [x, y, 0]], []]} with one list of clicks per box.')
+    names = {_case_name(job) for job in jobs}
+    unknown = sorted(set(clicks) - names)
+    if unknown:
+        raise QMedSAMError(f"--clicks file {path} names case {unknown[0]!r}, which is not an input (inputs: "
+                           f"{', '.join(sorted(names))}).")
+    return clicks
+
+
+def _check_clicks(path: str, name: str, kind: str, image, boxes, clicks) -> None:
+    """The same checks the engine makes, before anything is written, with the file and case in the message."""
+    from .validation import validate_boxes_3d, validate_clicks_2d, validate_clicks_3d
+
+    try:
+        if kind == "2D":
+            validate_clicks_2d(clicks, len(boxes), image.shape[:2])
+        else:
+            validate_clicks_3d(clicks, validate_boxes_3d(boxes, image.shape), image.shape)
+    except QMedSAMError as error:
+        raise QMedSAMError(f"--clicks file {path}, case {name!r}: {error}") from None
+
+
 def _overlay_path(job: _Job) -> Path:
     return job.output.with_name(_volume_stem(job.source) + "_overlay.png")
 
@@ -79,11 +119,11 @@ def _load_job(job: _Job, window):
         return case.kind, case.image, case.boxes, None
     from .intensity import to_uint8
     from .validation import validate_volume
-    from .volume_io import read_boxes_json, read_volume, volume_array
+    from .volume_io import read_boxes_json, read_volume
 
-    image = read_volume(job.source)
-    volume = to_uint8(validate_volume(volume_array(image)), window=window)
-    return "3D", volume, read_boxes_json(job.boxes_json, image), image
+    volume = read_volume(job.source)
+    image = to_uint8(validate_volume(volume.array), window=window)
+    return "3D", image, read_boxes_json(job.boxes_json, volume), volume
 
 
 def _parse_window(text: str | None):
@@ -111,8 +151,11 @@ def run_segment(args) -> int:
         raise QMedSAMError(f"Output folder {outdir} exists and is not a folder.")
     window = _parse_window(args.window)
     jobs = _plan_jobs(args.inputs, outdir, args.boxes)
+    clicks = _read_clicks(args.clicks, jobs)
     for job in jobs:  # read and check every input, and the model, before anything is written
-        _load_job(job, window)
+        kind, image, boxes, _ = _load_job(job, window)
+        if _case_name(job) in clicks:
+            _check_clicks(args.clicks, _case_name(job), kind, image, boxes, clicks[_case_name(job)])
     segmenter = Segmenter(args.model, threads=args.threads, cache_mb=args.cache_mb,
                           models_dir=Path(args.models_dir) if args.models_dir else None,
                           inference_precision=args.inference_precision)
@@ -133,7 +176,7 @@ def run_segment(args) -> int:
             bars[0].update(done - bars[0].n)
 
         try:
-            labels = segment_case(segmenter, kind, image, boxes, progress=progress)
+            labels = segment_case(segmenter, kind, image, boxes, progress=progress, clicks=clicks.get(_case_name(job)))
         finally:
             for bar in bars:
                 bar.close()
@@ -158,7 +201,7 @@ def _make_folder(folder: Path) -> None:
 
 
 def run_models(args) -> int:
-    from .catalogue import load_catalogue
+    from .catalogue import load_catalogue, load_click_decoders
 
     entries = load_catalogue(Path(args.models_dir) if args.models_dir else None)
     if args.fetch or args.import_from or args.remove:
@@ -171,6 +214,9 @@ def run_models(args) -> int:
         where = str(entry.folder) if entry.present else "absent: qmedsam models --fetch " + entry.name
         print(f"{entry.name:32} {entry.precision:14} {entry.calibration:12} {'yes' if entry.default else '':8} "
               f"{entry.total_bytes / 1e6:6.1f}  {where}")
+    for decoder in load_click_decoders(Path(args.models_dir) if args.models_dir else None):
+        print(f"click decoder for every model (segment --clicks): {decoder.name}, "
+              f"{sum(decoder.sizes.values()) / 1e6:.1f} MB, {decoder.folder}")
     return 0
 
 
@@ -202,7 +248,10 @@ def _change_models(args, entries) -> int:
 THREADS_HELP = "CPU threads for OpenVINO (default: all cores, OpenVINO's choice)"
 
 BOXES_HELP = """Volume boxes are JSON: {"coordinates": "voxel" | "physical", "boxes": [{"min": [x, y, z],
-"max": [x, y, z], "name": "liver"}]}; physical coordinates are LPS millimetres (ITK/SimpleITK)."""
+"max": [x, y, z], "name": "liver"}]}; physical coordinates are LPS millimetres (ITK/SimpleITK). Clicks (--clicks)
+are JSON: {"<case>": [[[x, y, 1], [x, y, 0]], []]}: per case (the .npz or volume name without suffix), one list
+per box, each click [x, y, 1] positive or [x, y, 0] negative in pixels (x column, y row), [x, y, z, 1] in 3D
+voxels with z a slice the box covers; a case not in the file is segmented from its boxes alone."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,6 +278,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "or bf16 (about 2x faster on CPUs with AVX512-BF16/AMX, slightly different masks)")
     segment.add_argument("--boxes", default=None, metavar="FILE",
                          help="boxes JSON for a single volume input (default: <volume name>.boxes.json beside it)")
+    segment.add_argument("--clicks", default=None, metavar="FILE",
+                         help="positive/negative clicks per box after the box, JSON (format below); boxes with "
+                              "clicks use the click decoder (default: none, boxes only)")
     segment.add_argument("--window", default=None, metavar="LEVEL,WIDTH",
                          help="intensity window for non-uint8 volumes, e.g. 40,400 for CT (default: "
                               "0.5-99.5 percentiles of non-zero voxels)")

@@ -3,7 +3,9 @@
 What it adds to the official pipeline, without changing a single mask:
 - every slice is encoded once, whatever the number of boxes that cover it (content-keyed LRU cache);
 - boxes on a slice are decoded together, in blocks sized from a memory budget;
-- only the region around each mask is resized back to full resolution.
+- only the region around each mask is resized back to full resolution;
+- optional clicks after a box (issue 17): boxes with clicks go to a separate click decoder, boxes without go
+  through the box-only decoder as before, so box-only masks are the same bytes with or without click support.
 Overlaps follow the challenge rule: a later box overwrites an earlier one (higher label wins).
 """
 
@@ -19,12 +21,26 @@ from typing import Callable
 
 import numpy as np
 
-from .catalogue import ModelEntry, find_model
+from .catalogue import ClickDecoderEntry, ModelEntry, find_click_decoder, find_model
 from .errors import QMedSAMError
 from .postprocess import MaskResizer
-from .preprocess import box_from_mask_in_model_space, boxes_to_model_space, resized_shape, to_model_input
-from .runtime import CompiledPair
-from .validation import validate_boxes_2d, validate_boxes_3d, validate_image_2d, validate_volume
+from .preprocess import (
+    box_from_mask_in_model_space,
+    boxes_to_model_space,
+    points_to_model_space,
+    resized_shape,
+    to_model_input,
+)
+from .runtime import CompiledClickDecoder, CompiledPair
+from .validation import (
+    box_z_range,
+    validate_boxes_2d,
+    validate_boxes_3d,
+    validate_clicks_2d,
+    validate_clicks_3d,
+    validate_image_2d,
+    validate_volume,
+)
 
 EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
 # Peak working memory of the FP32 decoder per box in a batch: `qmedsam bench` measures it (peak RSS growth
@@ -32,11 +48,8 @@ EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
 DECODER_MB_PER_BOX = 36.0
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
-
-
-def box_z_range(box: np.ndarray, depth: int) -> tuple[int, int]:
-    """First and last slice a 3D box (x_min, y_min, z_min, x_max, y_max, z_max) covers, inside the volume."""
-    return int(np.floor(box[2])), min(int(np.ceil(box[5])), depth - 1)
+# Per box: (label, box in 256 space, (P, 2) points in 256 space, (P,) labels 1 positive / 0 negative), P >= 0.
+ClickTask = tuple[int, np.ndarray, np.ndarray, np.ndarray]
 
 
 def middle_slice(z_low: int, z_high: int) -> int:
@@ -108,6 +121,7 @@ class _Propagation:
     middle_box: np.ndarray  # in 256 space
     slice_shape: tuple
     next_box: dict = field(default_factory=dict)  # direction -> box for the next slice (None: fall back)
+    clicks: dict = field(default_factory=dict)  # slice z -> (P, 4) clicks x, y, z, positive on that slice
 
 
 class Segmenter:
@@ -120,6 +134,8 @@ class Segmenter:
         self.entry = model if isinstance(model, ModelEntry) else find_model(model, models_dir)
         self.runtime = CompiledPair(self.entry, threads=threads, cache_dir=compile_cache_dir,
                                     inference_precision=inference_precision)
+        self._models_dir = models_dir
+        self._click_decoder: dict = {}  # compiled on the first click; shared with siblings (copy.copy)
         self._start_fresh(cache_mb, decoder_memory_mb)
 
     def _start_fresh(self, cache_mb: float, decoder_memory_mb: float) -> None:
@@ -133,6 +149,18 @@ class Segmenter:
         twin = copy.copy(self)
         twin._start_fresh(cache_mb, decoder_memory_mb)
         return twin
+
+    @property
+    def click_decoder(self) -> CompiledClickDecoder:
+        """The catalogue's click decoder, compiled with this model's settings the first time clicks are given
+        (a box-only user never pays for it). QMedSAMError when the catalogue has none."""
+        if "compiled" not in self._click_decoder:
+            self._click_decoder["compiled"] = CompiledClickDecoder(self.runtime, find_click_decoder(self._models_dir))
+        return self._click_decoder["compiled"]
+
+    def use_click_decoder(self, entry: ClickDecoderEntry) -> None:
+        """Decode clicks with `entry` (e.g. a locally built variant) instead of the catalogue's; siblings too."""
+        self._click_decoder["compiled"] = CompiledClickDecoder(self.runtime, entry)
 
     # -- building blocks -------------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> _Slice:
@@ -148,11 +176,21 @@ class Segmenter:
         resized_hw = resized_shape(*image.shape[:2])
         return _Slice(embedding, MaskResizer(resized_hw, image.shape[:2]), image.shape[:2])
 
-    def decode_logits(self, encoded: _Slice, boxes_256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Low-res logits (N, 256, 256) and predicted IoU (N,), decoding at most `block_size` boxes at once."""
+    def decode_logits(self, encoded: _Slice, boxes_256: np.ndarray,
+                      points: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Low-res logits (N, 256, 256) and predicted IoU (N,), decoding at most `block_size` boxes at once.
+
+        `points`: None (the box-only decoder) or ((N, P, 2) points, (N, P) labels) in 256 space for the click
+        decoder, P >= 1 and the same for every box.
+        """
         logits, ious = [], []
         for start in range(0, len(boxes_256), self.block_size):
-            block_logits, block_iou = self.runtime.decode(encoded.embedding, boxes_256[start:start + self.block_size])
+            block = slice(start, start + self.block_size)
+            if points is None:
+                block_logits, block_iou = self.runtime.decode(encoded.embedding, boxes_256[block])
+            else:
+                block_logits, block_iou = self.click_decoder.decode(encoded.embedding, boxes_256[block],
+                                                                    points[0][block], points[1][block])
             logits.append(block_logits)
             ious.append(block_iou)
             self.stats.decoder_calls += 1
@@ -160,32 +198,61 @@ class Segmenter:
         return np.concatenate(logits), np.concatenate(ious)
 
     def _decode_and_paint(self, encoded: _Slice, boxes_256: np.ndarray, labels: list[int],
-                          target: np.ndarray, on_mask: Callable | None = None) -> None:
+                          target: np.ndarray, on_mask: Callable | None = None,
+                          points: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         """Decode boxes block by block and paint each mask into `target` (higher label wins)."""
         for start in range(0, len(boxes_256), self.block_size):
-            logits, _ = self.decode_logits(encoded, boxes_256[start:start + self.block_size])
-            for label, box_logits in zip(labels[start:start + self.block_size], logits):
+            block = slice(start, start + self.block_size)
+            logits, _ = self.decode_logits(encoded, boxes_256[block],
+                                           None if points is None else (points[0][block], points[1][block]))
+            for label, box_logits in zip(labels[block], logits):
                 found = encoded.resizer.mask(box_logits)
                 if on_mask is not None:
                     on_mask(label, found)
                 if found is None:
                     continue
-                region, block = found
+                region, mask = found
                 view = target[region]
-                view[block] = np.maximum(view[block], label)
+                view[mask] = np.maximum(view[mask], label)
+
+    def _decode_clicks_and_paint(self, encoded: _Slice, tasks: list[ClickTask], target: np.ndarray,
+                                 on_mask: Callable | None = None) -> None:
+        """Boxes without clicks through the box-only decoder, the others through the click decoder grouped by
+        click count (padding with not-a-point tokens would change their masks slightly); higher label wins."""
+        plain = [task for task in tasks if len(task[2]) == 0]
+        if plain:
+            self._decode_and_paint(encoded, np.stack([t[1] for t in plain]), [t[0] for t in plain], target, on_mask)
+        for count in sorted({len(task[2]) for task in tasks} - {0}):
+            group = [task for task in tasks if len(task[2]) == count]
+            points = (np.stack([t[2] for t in group]), np.stack([t[3] for t in group]).astype(np.float32))
+            self._decode_and_paint(encoded, np.stack([t[1] for t in group]), [t[0] for t in group], target, on_mask,
+                                   points)
 
     # -- public API ------------------------------------------------------------------------------------
-    def segment_2d(self, image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        """Label image (H, W) uint8: box i gets label i + 1."""
+    def segment_2d(self, image: np.ndarray, boxes: np.ndarray, clicks=None) -> np.ndarray:
+        """Label image (H, W) uint8: box i gets label i + 1.
+
+        `clicks`: None, or one list per box of (x, y, positive) in image pixels (x column, y row; positive 1 or
+        0, True/False), empty for a box without clicks. A box with clicks is decoded by the click decoder with
+        its box and all its clicks; the image is encoded once (cached), so a re-decode after a new click costs
+        the decoder only.
+        """
         image = validate_image_2d(image)
         boxes = validate_boxes_2d(boxes, image.shape[:2])
+        clicks = validate_clicks_2d(clicks, len(boxes), image.shape[:2])
         encoded = self.encode(image)
         labels = np.zeros(image.shape[:2], np.uint8)
-        boxes_256 = boxes_to_model_space(boxes, *image.shape[:2])
-        self._decode_and_paint(encoded, boxes_256, list(range(1, len(boxes) + 1)), labels)
+        height, width = image.shape[:2]
+        boxes_256 = boxes_to_model_space(boxes, height, width)
+        if clicks is None:
+            self._decode_and_paint(encoded, boxes_256, list(range(1, len(boxes) + 1)), labels)
+            return labels
+        tasks = [(index + 1, box, points_to_model_space(box_clicks[:, :2], height, width), box_clicks[:, 2])
+                 for index, (box, box_clicks) in enumerate(zip(boxes_256, clicks))]
+        self._decode_clicks_and_paint(encoded, tasks, labels)
         return labels
 
-    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray, progress: Progress | None = None,
+    def segment_3d(self, volume: np.ndarray, boxes: np.ndarray, clicks=None, progress: Progress | None = None,
                    cancel: Callable[[], bool] | None = None) -> np.ndarray:
         """Label volume (D, H, W) uint8 from 3D boxes (x_min, y_min, z_min, x_max, y_max, z_max).
 
@@ -193,9 +260,15 @@ class Segmenter:
         z_max and down to z_min; a slice's box is the previous slice's mask bbox + 3 px (256 space), or the
         given box when that mask is empty. Slices are swept upward then downward so that every box that
         covers a slice is decoded from a single embedding of it.
+
+        `clicks`: None, or one list per box of (x, y, z, positive) in voxels, z a slice the box covers. A
+        clicked slice is decoded with the box propagation brings to it plus that slice's clicks, and the walk
+        goes on outward from the refined mask; slices nearer the middle slice keep their masks, and a box
+        without clicks gets exactly its box-only result.
         """
         volume = validate_volume(volume)
         boxes = validate_boxes_3d(boxes, volume.shape)
+        clicks = validate_clicks_3d(clicks, boxes, volume.shape)
         depth, height, width = volume.shape
         labels = np.zeros(volume.shape, np.uint8)
         walks, up_slices, down_slices = [], {}, {}
@@ -203,6 +276,9 @@ class Segmenter:
             z_low, z_high = box_z_range(box, depth)
             z_middle = middle_slice(z_low, z_high)
             walk = _Propagation(index + 1, boxes_to_model_space(box[[0, 1, 3, 4]], height, width), (height, width))
+            if clicks is not None:
+                for z in np.unique(clicks[index][:, 2]):
+                    walk.clicks[int(z)] = clicks[index][clicks[index][:, 2] == z]
             walks.append(walk)
             for z in range(z_middle, z_high + 1):
                 up_slices.setdefault(z, []).append((walk, z == z_middle))
@@ -218,8 +294,12 @@ class Segmenter:
                 boxes_256 = np.stack([self._slice_box(walk, direction, starts) for walk, starts in tasks])
                 encoded = self.encode(volume[z])
                 step = functools.partial(self._remember_mask, {w.label: (w, s) for w, s in tasks}, direction)
-                self._decode_and_paint(encoded, boxes_256, [walk.label for walk, _ in tasks], labels[z],
-                                       on_mask=step)
+                if clicks is None:
+                    self._decode_and_paint(encoded, boxes_256, [walk.label for walk, _ in tasks], labels[z],
+                                           on_mask=step)
+                else:
+                    self._decode_clicks_and_paint(encoded, [self._click_task(walk, box, z) for (walk, _), box
+                                                            in zip(tasks, boxes_256)], labels[z], on_mask=step)
                 done += 1
                 if progress is not None:
                     progress(done, total)
@@ -240,6 +320,12 @@ class Segmenter:
             walk.next_box["down"] = box  # the downward walk starts from the middle slice's mask
 
     @staticmethod
+    def _click_task(walk: _Propagation, box_256: np.ndarray, z: int) -> ClickTask:
+        """This walk's decoding on slice z: its propagated box and the clicks on that slice (maybe none)."""
+        on_slice = walk.clicks.get(z, np.zeros((0, 4)))
+        return (walk.label, box_256, points_to_model_space(on_slice[:, :2], *walk.slice_shape), on_slice[:, 3])
+
+    @staticmethod
     def _slice_box(walk: _Propagation, direction: str, starts_here: bool) -> np.ndarray:
         if starts_here:
             return walk.middle_box
@@ -248,12 +334,13 @@ class Segmenter:
 
 
 def segment_case(segmenter: Segmenter, kind: str, image: np.ndarray, boxes: np.ndarray,
-                 progress: Progress | None = None) -> np.ndarray:
-    """Dispatch a case ('2D' image with (N, 4) boxes or '3D' volume with (N, 6) boxes) to the engine call."""
+                 progress: Progress | None = None, clicks=None) -> np.ndarray:
+    """Dispatch a case ('2D' image with (N, 4) boxes or '3D' volume with (N, 6) boxes, optional clicks per box)
+    to the engine call."""
     if kind == "2D":
-        return segmenter.segment_2d(image, boxes)
+        return segmenter.segment_2d(image, boxes, clicks)
     if kind == "3D":
-        return segmenter.segment_3d(image, boxes, progress=progress)
+        return segmenter.segment_3d(image, boxes, clicks, progress=progress)
     raise QMedSAMError(f"Unknown case kind {kind!r}; expected '2D' or '3D'.")
 
 

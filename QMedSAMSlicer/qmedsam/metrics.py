@@ -1,6 +1,7 @@
 """Challenge metrics: Dice (DSC) and normalised surface Dice (NSD) per label.
 
-NSD uses DeepMind's `surface_distance` package, as the CVPR 2024 "MedSAM on Laptop" evaluation does.
+NSD uses DeepMind's `surface_distance` package, as the CVPR 2024 "MedSAM on Laptop" evaluation does; it is the
+`evaluate` extra (requirements/evaluate.txt), imported only when an NSD is computed.
 Conventions for empty masks: both empty → 1 (nothing to find, nothing found); exactly one empty → 0.
 """
 
@@ -10,7 +11,8 @@ import warnings
 from typing import List, NamedTuple, Sequence
 
 import numpy as np
-from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
+
+from .errors import QMedSAMError
 
 NSD_TOLERANCE_MM = 2.0
 # The challenge computes NSD only for labels the prediction roughly found; below this DSC it scores 0.
@@ -56,6 +58,11 @@ def normalized_surface_dice(pred: np.ndarray, gt: np.ndarray, spacing: Sequence[
     # Decided here rather than in surface_distance, which divides by zero (and uses np.Inf, gone in numpy 2).
     if pred_empty or gt_empty:
         return 1.0 if pred_empty and gt_empty else 0.0
+    try:
+        from surface_distance import compute_surface_dice_at_tolerance, compute_surface_distances
+    except ImportError:
+        raise QMedSAMError("NSD needs the surface-distance package (with scipy): "
+                           "pip install -r requirements/evaluate.txt, or pip install 'qmedsam[evaluate]'.") from None
     with warnings.catch_warnings():
         # surface-distance 0.1 calls scipy.ndimage.filters/morphology, deprecated aliases: not our warning.
         warnings.filterwarnings("ignore", message=r".*scipy\.ndimage\.", category=DeprecationWarning)

@@ -210,6 +210,16 @@ def boxes_to_model_space(boxes_xyxy: np.ndarray, height: int, width: int) -> np.
     return np.floor(np.asarray(boxes_xyxy, np.float64) * scale).astype(np.float32)
 
 
+def points_to_model_space(points_xy, height: int, width: int) -> np.ndarray:
+    """Scale pixel clicks (..., 2) as x (column), y (row) into the 256 input space, float32.
+
+    Not truncated: SAM scales points as floats (boxes keep the official truncation, boxes_to_model_space).
+    The click decoder adds half a pixel itself (pixel centre), as it does for box corners.
+    """
+    scale = MODEL_SIZE / max(height, width)
+    return (np.asarray(points_xy, np.float64) * scale).astype(np.float32)
+
+
 def box_from_mask_in_model_space(mask_hw: np.ndarray, label: int, margin: int = 3) -> np.ndarray | None:
     """The official 3D propagation box: bbox of the previous slice's mask in 256 space, grown by 3 px.
 

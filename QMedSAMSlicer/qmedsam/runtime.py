@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import openvino as ov
 
-from .catalogue import ModelEntry
+from .catalogue import ClickDecoderEntry, ModelEntry
 from .errors import QMedSAMError
 
 
@@ -77,21 +77,22 @@ class CompiledPair:
             self.core.set_property({"CACHE_DIR": str(folder), "ENABLE_MMAP": False})
         except OSError:
             pass  # the cache only speeds up start-up; run without it
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": inference_precision}
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        self.encoder = self._compile("encoder", config)
-        self.decoder = self._compile("decoder", config)
+            self.config["INFERENCE_NUM_THREADS"] = int(threads)
+        self.encoder = self.compile(self.entry, "encoder")
+        self.decoder = self.compile(self.entry, "decoder")
         self._encoder_request = self.encoder.create_infer_request()
         self._decoder_request = self.decoder.create_infer_request()
 
-    def _compile(self, part: str, config: dict) -> ov.CompiledModel:
-        xml, weights = self.entry.model_pair(part)
+    def compile(self, entry, part: str) -> ov.CompiledModel:
+        """Compile the verified `part` ('encoder', 'decoder') of a catalogue entry with this pair's settings."""
+        xml, weights = entry.model_pair(part)
         try:
             model = self.core.read_model(model=xml, weights=weights)
-            return self.core.compile_model(model, "CPU", config)
+            return self.core.compile_model(model, "CPU", self.config)
         except RuntimeError as error:
-            raise QMedSAMError(f"OpenVINO could not load the {part} of model '{self.entry.name}': "
+            raise QMedSAMError(f"OpenVINO could not load the {part} of model '{entry.name}': "
                                f"{str(error).splitlines()[0]}. Update openvino or re-export the model.") from None
 
     def encode(self, model_input: np.ndarray) -> np.ndarray:
@@ -108,4 +109,21 @@ class CompiledPair:
     def decode(self, embedding: np.ndarray, boxes_256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embedding (1, 256, 64, 64) and (N, 4) boxes in 256 space -> logits (N, 256, 256), iou (N,)."""
         result = self._decoder_request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32)})
+        return np.array(result[0][:, 0], copy=True), np.array(result[1][:, 0], copy=True)
+
+
+class CompiledClickDecoder:
+    """The click decoder (boxes + points), compiled with the settings of the model pair whose embeddings it reads."""
+
+    def __init__(self, pair: CompiledPair, entry: ClickDecoderEntry):
+        self.entry = entry
+        self.decoder = pair.compile(entry, "decoder")
+        self._request = self.decoder.create_infer_request()
+
+    def decode(self, embedding: np.ndarray, boxes_256: np.ndarray, points_256: np.ndarray,
+               point_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Embedding, (N, 4) boxes, (N, P, 2) points and (N, P) labels 1 / 0 / -1 (256 space) -> logits, iou."""
+        result = self._request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32),
+                                      2: np.ascontiguousarray(points_256, np.float32),
+                                      3: np.ascontiguousarray(point_labels, np.float32)})
         return np.array(result[0][:, 0], copy=True), np.array(result[1][:, 0], copy=True)

@@ -180,3 +180,102 @@ def validate_spacing(spacing, axes: int = 3, key: str = "spacing") -> tuple:
                            "millimetres greater than 0: fix the file's spacing (e.g. from the image header).")
     return tuple(float(v) for v in array)
 
+
+
+def box_z_range(box: np.ndarray, depth: int) -> tuple[int, int]:
+    """First and last slice a 3D box (x_min, y_min, z_min, x_max, y_max, z_max) covers, inside the volume."""
+    return int(np.floor(box[2])), min(int(np.ceil(box[5])), depth - 1)
+
+
+# -- clicks after the box (issue 17) --------------------------------------------------------------------------
+
+# The click decoder was fine-tuned with up to 5 clicks per box (DSC beyond 5 is unmeasured); more than this
+# is refused rather than silently degraded.
+MAX_CLICKS_PER_BOX = 16
+CLICK_2D_FIELDS = "x, y, positive"
+CLICK_3D_FIELDS = "x, y, z, positive"
+
+
+def _shown(value) -> str:
+    """A click as the user wrote it, in list form."""
+    if isinstance(value, np.ndarray):
+        value = value.tolist()
+    return str(list(value) if isinstance(value, tuple) else value)
+
+
+def _click_rows(clicks, box_count: int, fields: str) -> list[np.ndarray] | None:
+    """Per box a (P, len(fields)) float64 array of clicks (P may be 0), the last column 1 or 0; None for None."""
+    if clicks is None:
+        return None
+    width = len(fields.split(", "))
+    if isinstance(clicks, (str, bytes)) or not hasattr(clicks, "__len__"):
+        raise QMedSAMError(f"clicks is {type(clicks).__name__}; give one list of ({fields}) per box, empty for none.")
+    if len(clicks) != box_count:
+        raise QMedSAMError(f"clicks has {len(clicks)} entries for {box_count} boxes; give one list per box, "
+                           "empty for none.")
+    rows = []
+    for box_index, entry in enumerate(clicks):
+        entry = [] if entry is None else entry
+        if isinstance(entry, (str, bytes)) or not hasattr(entry, "__len__"):
+            raise QMedSAMError(f"The clicks of {box_name(box_index)} are {_shown(entry)}; expected a list of "
+                               f"({fields}), empty for none.")
+        if len(entry) > MAX_CLICKS_PER_BOX:
+            raise QMedSAMError(f"{box_name(box_index)} has {len(entry)} clicks; at most {MAX_CLICKS_PER_BOX} per "
+                               "box are accepted (the click decoder was trained with up to 5).")
+        parsed = np.zeros((len(entry), width), np.float64)
+        for click_index, click in enumerate(entry):
+            where = f"Click {click_index} of {box_name(box_index)}"
+            try:
+                values = np.asarray(click, np.float64)
+            except (TypeError, ValueError):
+                values = None
+            if values is None or values.shape != (width,):
+                raise QMedSAMError(f"{where} is {_shown(click)}; expected ({fields}) with positive 1 or 0.")
+            if not np.isfinite(values).all():
+                raise QMedSAMError(f"{where} is {values.tolist()}; every coordinate must be a real number.")
+            if values[-1] not in (0.0, 1.0):
+                raise QMedSAMError(f"{where} has positive={values[-1]:g}; expected 1 (positive) or 0 (negative).")
+            parsed[click_index] = values
+        rows.append(parsed)
+    return rows
+
+
+def _check_clicks_inside(rows: list[np.ndarray], height: int, width: int, what: str) -> None:
+    for box_index, clicks in enumerate(rows):
+        outside = np.flatnonzero((clicks[:, 0] < 0) | (clicks[:, 0] > width - 1)
+                                 | (clicks[:, 1] < 0) | (clicks[:, 1] > height - 1))
+        if outside.size:
+            x, y = clicks[outside[0], :2]
+            raise QMedSAMError(f"Click {outside[0]} of {box_name(box_index)} at (x={x:g}, y={y:g}) is outside the "
+                               f"{what} of width {width} and height {height} (x in 0..{width - 1}, y in "
+                               f"0..{height - 1}); check its coordinates.")
+
+
+def validate_clicks_2d(clicks, box_count: int, image_shape_hw: Sequence[int]) -> list[np.ndarray] | None:
+    """Clicks after 2D boxes: None, or one list per box of (x, y, positive) in image pixels (x column, y row).
+
+    Returns per box a (P, 3) float64 array, or None when no box has a click (the box-only path).
+    """
+    rows = _click_rows(clicks, box_count, CLICK_2D_FIELDS)
+    if rows is None:
+        return None
+    _check_clicks_inside(rows, int(image_shape_hw[0]), int(image_shape_hw[1]), "image")
+    return rows if any(len(r) for r in rows) else None
+
+
+def validate_clicks_3d(clicks, boxes: np.ndarray, volume_shape_dhw: Sequence[int]) -> list[np.ndarray] | None:
+    """Clicks after 3D boxes (validated, clipped): None, or one list per box of (x, y, z, positive) in voxels,
+    z a slice index inside the box's z range. Returns per box a (P, 4) float64 array, or None when no box has
+    a click."""
+    depth, height, width = (int(n) for n in volume_shape_dhw[:3])
+    rows = _click_rows(clicks, len(boxes), CLICK_3D_FIELDS)
+    if rows is None:
+        return None
+    _check_clicks_inside(rows, height, width, "volume's slices")
+    for box_index, (box, clicks_of_box) in enumerate(zip(boxes, rows)):
+        z_low, z_high = box_z_range(box, depth)
+        for click_index, z in enumerate(clicks_of_box[:, 2]):
+            if z != np.floor(z) or not z_low <= z <= z_high:
+                raise QMedSAMError(f"Click {click_index} of {box_name(box_index)} is on slice z={z:g}, not a slice "
+                                   f"of the box (z in {z_low}..{z_high}); put it on a whole slice the box covers.")
+    return rows if any(len(r) for r in rows) else None

@@ -4,10 +4,10 @@ import sys
 
 import torch
 
-from training.calibration_set import spread
-from training.data import BoxPromptDataset, discover, split_cases
+from training.datasets.calibration_set import spread
+from training.datasets.cases import BoxPromptDataset, discover, split_cases
 from training.litemedsam import load_litemedsam
-from training.qat_checkpoint import model_from_checkpoint
+from training.qat.checkpoint import model_from_checkpoint
 
 torch.set_num_threads(1)
 run = sys.argv[1]

@@ -3,10 +3,10 @@ import json
 
 import torch
 
-from training.calibration_set import spread
-from training.data import BoxPromptDataset, discover, split_cases
+from training.datasets.calibration_set import spread
+from training.datasets.cases import BoxPromptDataset, discover, split_cases
 from training.litemedsam import load_litemedsam
-from training.qat import StudentStep, validate
+from training.qat.train import StudentStep, validate
 
 torch.set_num_threads(1)
 files = [f for f in discover(["../pool"]) if f.case in split_cases("training/configs/split.yaml", "validation")]

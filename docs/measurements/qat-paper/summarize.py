@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from training.qat_config import learning_rate, load_stage_config
+from training.qat.config import learning_rate, load_stage_config
 
 # python docs/measurements/qat-paper/summarize.py runs/qat-paper-smoke [docs/measurements/qat-paper]
 run = Path(sys.argv[1])

@@ -1,0 +1,49 @@
+"""The cases a QAT checkpoint says it saw (training/qat/seen.py) and train.qat's --device option."""
+
+import pytest
+import torch
+
+from training.datasets.cases import BoxPromptDataset, discover
+from training.provenance import REPO_ROOT
+from training.qat import train as qat
+from training.qat.seen import calibration_seen, case_of, merge, stage_seen
+
+CONFIG = str(REPO_ROOT / "training" / "configs" / "qat-stage1-cpu.yaml")
+
+
+@pytest.fixture(scope="module")
+def train_and_val(shared_data):
+    files = discover([shared_data])
+    return BoxPromptDataset(files[::2], augment=False), BoxPromptDataset(files[1::2], augment=False)
+
+
+def _cases(dataset):
+    return {f.case for f in dataset.files}
+
+
+def test_an_untrained_stage_saw_no_training_case_and_later_epochs_add_draws(train_and_val):
+    train, val = train_and_val
+    untrained = stage_seen(train, 1, 0, -1, val, [0, len(val) - 1])
+    assert untrained["training"] == [] and untrained["calibration"] == []
+    assert set(untrained["selection"]) == {case_of(val, 0), case_of(val, len(val) - 1)}
+    one, two = (stage_seen(train, 1, 0, last, val, [0])["training"] for last in (0, 1))
+    modalities = {f.modality for f in train.files}
+    assert 1 <= len(one) <= len(modalities)  # one draw per modality and epoch
+    assert set(one) <= set(two) <= _cases(train)  # the draws come from training cases only, epoch by epoch
+    assert not set(two) & _cases(val)
+
+
+def test_calibration_cases_and_merge_are_unions_of_names(train_and_val):
+    train, _ = train_and_val
+    calibration = calibration_seen(train, 3)["calibration"]
+    assert 1 <= len(calibration) <= 3 and set(calibration) <= _cases(train)
+    merged = merge({"training": ["b", "a"]}, {"training": ["a"], "selection": ["c"]})
+    assert merged == {"calibration": [], "training": ["a", "b"], "selection": ["c"]}
+
+
+def test_device_option_refuses_a_bad_name_and_a_missing_gpu():
+    with pytest.raises(SystemExit, match="not a torch device"):
+        qat.main(["--config", CONFIG, "--device", "gpu0"])
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA GPU"):
+            qat.main(["--config", CONFIG, "--device", "cuda"])

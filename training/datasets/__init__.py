@@ -1,0 +1,1 @@
+"""Training data: the challenge-format cases, the public training pool and the calibration sets."""

@@ -1,0 +1,1 @@
+"""QMedSAM's three-stage quantization-aware training: configuration, training loop, checkpoints, export."""

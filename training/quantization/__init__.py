@@ -1,0 +1,1 @@
+"""Float and INT8 exports: the Brevitas recipe, post-training quantization, NNCF baseline, QCDQ export."""
