@@ -147,14 +147,11 @@ class ClickDecoderEntry:
     record: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
-    def sizes(self) -> dict:
-        return self.record.get("size") or {}
-
-    @property
     def max_clicks_trained(self) -> int:
         return int(self.record.get("max_clicks_trained", 5))
 
-    read_verified = ModelEntry.read_verified  # the same sha256 check on the same fields
+    sizes = ModelEntry.sizes  # the same record fields and sha256 check as a model's
+    read_verified = ModelEntry.read_verified
     model_pair = ModelEntry.model_pair
 
 

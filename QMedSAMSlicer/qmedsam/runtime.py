@@ -108,8 +108,8 @@ class CompiledPair:
 
     def decode(self, embedding: np.ndarray, boxes_256: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embedding (1, 256, 64, 64) and (N, 4) boxes in 256 space -> logits (N, 256, 256), iou (N,)."""
-        result = self._decoder_request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32)})
-        return np.array(result[0][:, 0], copy=True), np.array(result[1][:, 0], copy=True)
+        boxes = np.ascontiguousarray(boxes_256, np.float32)
+        return _logits_and_iou(self._decoder_request.infer({0: embedding, 1: boxes}))
 
 
 class CompiledClickDecoder:
@@ -123,7 +123,11 @@ class CompiledClickDecoder:
     def decode(self, embedding: np.ndarray, boxes_256: np.ndarray, points_256: np.ndarray,
                point_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embedding, (N, 4) boxes, (N, P, 2) points and (N, P) labels 1 / 0 / -1 (256 space) -> logits, iou."""
-        result = self._request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32),
-                                      2: np.ascontiguousarray(points_256, np.float32),
-                                      3: np.ascontiguousarray(point_labels, np.float32)})
-        return np.array(result[0][:, 0], copy=True), np.array(result[1][:, 0], copy=True)
+        return _logits_and_iou(self._request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32),
+                                                    2: np.ascontiguousarray(points_256, np.float32),
+                                                    3: np.ascontiguousarray(point_labels, np.float32)}))
+
+
+def _logits_and_iou(result) -> tuple[np.ndarray, np.ndarray]:
+    """A decoder's outputs (N, 1, 256, 256) and (N, 1) as owned arrays: the request reuses its buffers."""
+    return np.array(result[0][:, 0], copy=True), np.array(result[1][:, 0], copy=True)

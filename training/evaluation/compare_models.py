@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from qmedsam.engine import Segmenter, segment_case
+from qmedsam.engine import segment_case
 from qmedsam.evaluate import score_case
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case, npz_files_in
@@ -31,12 +31,6 @@ from qmedsam.npz_io import load_npz_case, npz_files_in
 from training.datasets.cases import DEFAULT_DATA, add_split_arguments, cases_from_split, split_record
 from training.evaluation.quant_table import segmenter_for
 from training.provenance import invoked_command
-
-
-def _segmenter(spec: str, threads: int) -> Segmenter:
-    """A quant_table model spec ('name' or 'folder:name'), optionally with '@bf16' (run with bf16 arithmetic)."""
-    model, _, precision = spec.partition("@")
-    return segmenter_for(model, threads, precision or "f32")
 
 
 def case_paths(data: Path, cases) -> list[Path]:
@@ -58,7 +52,7 @@ def _scores(case_name: str, segs: np.ndarray, gt_path: Path, folder: Path) -> di
 
 def compare(specs: list[str], paths: list[Path], threads: int, score: bool) -> list[dict]:
     """One row per case: every model's seconds, each non-reference model's agreement with the reference."""
-    engines = [_segmenter(spec, threads) for spec in specs]
+    engines = [segmenter_for(spec, threads) for spec in specs]
     reference, others = specs[0], specs[1:]
     print("| case | " + " | ".join(f"Dice vs {reference}: {spec}" for spec in others) + " | pixels that differ | "
           + " | ".join(f"s {spec}" for spec in specs) + " |")

@@ -28,11 +28,18 @@ from training.datasets.cases import DEFAULT_DATA
 from training.provenance import REPO_ROOT
 
 
-def segmenter_for(spec: str, threads: int, inference_precision: str = "f32") -> Segmenter:
-    """'name' of the shipped catalogue, or 'folder:name' of a catalogue folder inside the repo (runs/...)."""
-    folder, _, name = spec.rpartition(":")
-    return Segmenter(name, threads=threads, models_dir=(REPO_ROOT / folder) if folder else None,
-                     inference_precision=inference_precision)
+def parse_model_spec(spec: str) -> tuple[Optional[Path], str, str]:
+    """'name' of the shipped catalogue or 'folder:name' of a catalogue folder inside the repo (runs/...),
+    optionally with '@bf16' (bf16 arithmetic) -> (catalogue folder or None, name, inference precision)."""
+    model, _, precision = spec.partition("@")
+    folder, _, name = model.rpartition(":")
+    return (REPO_ROOT / folder) if folder else None, name, precision or "f32"
+
+
+def segmenter_for(spec: str, threads: int) -> Segmenter:
+    """The engine for a model spec (parse_model_spec)."""
+    models_dir, name, precision = parse_model_spec(spec)
+    return Segmenter(name, threads=threads, models_dir=models_dir, inference_precision=precision)
 
 
 def score_model(spec: str, data: Path, threads: int, keep: Optional[Path] = None) -> dict:

@@ -40,7 +40,7 @@ from training.datasets.cases import (
     cases_from_split,
     split_record,
 )
-from training.evaluation.compare_models import _segmenter as segmenter_for  # 'name', 'folder:name', '...@bf16'
+from training.evaluation.quant_table import parse_model_spec, segmenter_for
 from training.provenance import REPO_ROOT, invoked_command, library_versions, sha256_file
 
 REFERENCE = "litemedsam-fp32"
@@ -71,11 +71,10 @@ def _source(folder: Path) -> str:
 
 def model_key(spec: str) -> str:
     """'<name>-<12 hex of a hash of its files' sha256>[@bf16]': the masks of exactly this build and arithmetic."""
-    model, at, precision = spec.partition("@")
-    folder, _, name = model.rpartition(":")  # quant_table.segmenter_for's spec
-    entry = find_model(name, (REPO_ROOT / folder) if folder else None)
+    models_dir, name, precision = parse_model_spec(spec)
+    entry = find_model(name, models_dir)
     files = json.dumps(entry.sha256, sort_keys=True).encode()
-    return f"{entry.name}-{hashlib.sha256(files).hexdigest()[:12]}{at}{precision}"
+    return f"{entry.name}-{hashlib.sha256(files).hexdigest()[:12]}" + ("" if precision == "f32" else f"@{precision}")
 
 
 def segment_model(spec: str, cases: dict[str, Path], segs: Path, threads: int, log=print) -> None:
