@@ -145,3 +145,92 @@ def test_finetune_step_and_checkpoint_round_trip(tmp_path):
     torch.save({"weights": torch.zeros(1)}, foreign)
     with pytest.raises(SystemExit, match="not a click fine-tuning checkpoint"):
         load_finetuned(load_litemedsam(), foreign)
+
+
+# ------------------------------------------------------------------------------ the local click rule (option)
+
+
+def candidates_of(*masks):
+    """Four token masks (the rest copies of the last given), with token 0 first."""
+    masks = list(masks) + [masks[-1]] * (4 - len(masks))
+    return np.stack(masks)
+
+
+def test_local_rule_applies_only_the_change_that_holds_the_click():
+    previous = square(np.zeros((30, 30), bool), 5, 5, 8)
+    token = square(square(previous.copy(), 5, 13, 6), 22, 22, 6)  # grows right of the mask, and a far blob
+    click = Click(x=15, y=8, positive=True)
+    from training.clicks.protocol import refine_locally
+
+    refined = refine_locally(previous, candidates_of(token), np.zeros(4), [click])
+    np.testing.assert_array_equal(refined, square(previous.copy(), 5, 13, 6))  # the growth, not the far blob
+
+
+def test_local_rule_keeps_the_mask_when_the_decoder_ignores_the_click():
+    from training.clicks.protocol import refine_locally
+
+    previous = square(np.zeros((20, 20), bool), 4, 4, 6)
+    ignored = square(np.zeros((20, 20), bool), 3, 3, 7)  # changes the border, but not at the clicked pixel
+    refined = refine_locally(previous, candidates_of(ignored), np.zeros(4), [Click(x=15, y=15, positive=True)])
+    np.testing.assert_array_equal(refined, previous)
+
+
+def test_local_rule_offers_multimask_tokens_to_positive_clicks_only():
+    from training.clicks.protocol import refine_locally
+
+    previous = square(np.zeros((30, 30), bool), 5, 5, 8)
+    grown_a = square(previous.copy(), 5, 13, 4)
+    grown_b = square(previous.copy(), 5, 13, 8)
+    iou = np.array([0.9, 0.2, 0.6, 0.1])
+    positive = Click(x=15, y=8, positive=True)  # token 0 ignores it; tokens 1 and 2 follow it: 2 has the higher IoU
+    refined = refine_locally(previous, np.stack([previous, grown_a, grown_b, previous]), iou, [positive])
+    np.testing.assert_array_equal(refined, grown_b)
+    negative = Click(x=6, y=6, positive=False)  # token 0 ignores it: tokens 1-3 are not asked
+    trimmed = previous.copy()
+    trimmed[5:8, 5:8] = False
+    refined = refine_locally(previous, np.stack([previous, trimmed, trimmed, trimmed]), iou, [negative])
+    np.testing.assert_array_equal(refined, previous)
+
+
+def test_local_rule_negative_click_trims_but_never_removes_most_of_the_mask():
+    from training.clicks.protocol import refine_locally
+
+    previous = square(np.zeros((30, 30), bool), 5, 5, 10)
+    trimmed = previous.copy()
+    trimmed[5:9, :] = False  # 40 of 100 pixels
+    click = Click(x=8, y=6, positive=False)
+    np.testing.assert_array_equal(refine_locally(previous, candidates_of(trimmed), np.zeros(4), [click]), trimmed)
+    emptied = np.zeros_like(previous)
+    np.testing.assert_array_equal(refine_locally(previous, candidates_of(emptied), np.zeros(4), [click]), previous)
+
+
+def test_all_tokens_decode_gives_the_single_mask_decode_as_token_0():
+    from training.clicks.protocol import decode, decode_all_tokens
+    from training.litemedsam import LiteMedSAM
+
+    torch.manual_seed(0)
+    model = LiteMedSAM().eval()
+    embedding = torch.randn(1, 256, 64, 64)
+    boxes = torch.tensor([[10.0, 20, 120, 140], [30, 40, 200, 220]])
+    points, labels = torch.tensor([[[50.0, 60], [70, 80]], [[90, 100], [110, 120]]]), torch.tensor([[1, 0], [1, 1]])
+    with torch.no_grad():
+        single, single_iou = decode(model, embedding, boxes, points, labels)
+        every, every_iou = decode_all_tokens(model, embedding, boxes, points, labels)
+    assert every.shape == (2, 4, 256, 256) and every_iou.shape == (2, 4)
+    torch.testing.assert_close(every[:, :1], single, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(every_iou[:, :1], single_iou)
+
+
+def test_click_loss_weights_default_to_the_plain_batch_mean_and_weigh_objects():
+    from training.clicks.finetune import mask_losses
+    from training.litemedsam.losses import dice_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 1, 16, 16)
+    targets = np.random.default_rng(0).random((3, 16, 16)) > 0.5
+    target = torch.from_numpy(targets[:, None].astype(np.float32))
+    plain = dice_loss(logits, target) + torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    torch.testing.assert_close(mask_losses(logits, targets, "dice+bce"), plain)
+    each = [mask_losses(logits[i:i + 1], targets[i:i + 1], "dice+bce") for i in range(3)]
+    torch.testing.assert_close(mask_losses(logits, targets, "dice+bce", [2.0, 1.0, 1.0]),
+                               (2 * each[0] + each[1] + each[2]) / 4)

@@ -1,5 +1,6 @@
 """The OpenVINO engine against the official semantics in torch, on every real case of shared/data."""
 
+import json
 import shutil
 
 import numpy as np
@@ -132,6 +133,20 @@ def test_model_files_are_verified_before_use(tmp_path):
     weights.unlink()
     with pytest.raises(QMedSAMError, match="decoder.bin|not on this computer"):
         Segmenter("litemedsam-fp32", models_dir=models)
+
+
+@pytest.mark.parametrize("field, value", [("size", 123), ("sha256", None), ("encoder", None)])
+def test_a_malformed_model_record_is_a_one_line_error(tmp_path, field, value):
+    entry = next(e for e in load_catalogue() if e.name == "litemedsam-fp32")
+    (tmp_path / entry.folder.name).symlink_to(entry.folder)  # files present, so the record's sizes are read
+    record = dict(entry.record)
+    if value is None:
+        del record[field]
+    else:
+        record[field] = value
+    (tmp_path / "models.json").write_text(json.dumps({"models": [record]}))
+    with pytest.raises(QMedSAMError, match="malformed model record"):
+        load_catalogue(tmp_path)
 
 
 def test_unknown_model_name_lists_known_ones():

@@ -11,6 +11,7 @@ OpenVINO's MVN, RMS and Reduce kernels keep AVX-512 code under the cap (Testing/
 CPU with AVX-512 VNNI (else the two caps would run the same kernels and prove nothing).
 """
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,8 @@ import pytest
 from qmedsam.catalogue import find_model
 from qmedsam.metrics import label_agreement
 
-from training.evaluation.isa_agreement import run_under_isa
+from training.catalogue_writer import set_field
+from training.evaluation.isa_agreement import run_under_isa, verified_isas
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,3 +92,19 @@ def test_default_model_masks_stay_close_between_avx2_and_avx512_vnni(masks_per_i
 def test_default_model_masks_agree_between_avx2_and_avx512_vnni(masks_per_isa):
     for case, dice in _dice_per_case(masks_per_isa).items():
         assert dice >= 0.99, f"{case}: Dice {dice:.4f} between AVX2 and AVX512_CORE_VNNI"
+
+
+def test_the_cross_isa_result_is_recorded_in_the_models_entry(tmp_path):
+    rows = [{"case": c, "isas": "AVX2 vs AVX512_CORE_VNNI", "dice": d, "embedding_rel_l2": 0.1}
+            for c, d in (("a", 1.0), ("b", 0.995), ("c", 0.8))]
+    record = verified_isas(rows, ["AVX2", "AVX512_CORE_VNNI"], REPO_ROOT / "docs" / "x.json")
+    pair = record["pairs"]["AVX2 vs AVX512_CORE_VNNI"]
+    assert pair == {"mask_dice_mean": 0.9317, "mask_dice_min": 0.8, "cases_at_least_0.99": 2, "cases": 3,
+                    "identical": False}
+    assert record["artifact"] == "docs/x.json" and record["cpu"]
+    (tmp_path / "models.json").write_text(json.dumps({"models": [{"name": "m"}, {"name": "n"}]}))
+    set_field("m", "verified_isas", record, models_dir=tmp_path)
+    models = json.loads((tmp_path / "models.json").read_text())["models"]
+    assert models[0]["verified_isas"] == record and "verified_isas" not in models[1]
+    with pytest.raises(SystemExit, match="no model 'z'"):
+        set_field("z", "verified_isas", record, models_dir=tmp_path)

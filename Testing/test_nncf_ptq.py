@@ -44,6 +44,9 @@ def test_calibration_items_from_3d_case_use_slices_inside_the_box_range(shared_d
         assert item.boxes.min() >= 0 and item.boxes.max() <= 256
 
 
+KEPT_FLOAT = "mask_decoder.transformer.layers.0.cross_attn_token_to_image.av_matmul"
+
+
 @pytest.fixture(scope="module")
 def quantized(shared_data, tmp_path_factory, fp32_model):
     models_dir = tmp_path_factory.mktemp("models")
@@ -51,7 +54,7 @@ def quantized(shared_data, tmp_path_factory, fp32_model):
     split = models_dir / "split.yaml"  # only the split's train cases calibrate: the other 14 cases stay out
     split.write_text("train: [" + ", ".join(CALIBRATION_CASES) + f"]\nvalidation: [{HELD_OUT_CASE}]\ntest: []\n")
     summary = build("test-nncf-int8", shared_data, models_dir=models_dir, parts=["decoder"], split=split,
-                    log=lambda *_: None)
+                    keep_float=[KEPT_FLOAT], log=lambda *_: None)
     assert (DEFAULT_MODELS_DIR / "models.json").read_bytes() == shipped
     return models_dir, summary
 
@@ -71,6 +74,18 @@ def test_decoder_is_quantized_and_recorded(quantized):
     assert entry["calibration_data"]["items"] == 2
     assert entry["cases_seen"] == cases_seen("split.yaml", calibration=CALIBRATION_CASES)
     assert set(entry["sha256"]) == {"encoder.xml", "encoder.bin", "decoder.xml", "decoder.bin"}
+    assert entry["nncf"]["keep_float"] == [KEPT_FLOAT]
+
+
+def test_keep_float_leaves_the_named_product_unquantized(quantized):
+    models_dir, _ = quantized
+    decoder = ov.Core().read_model(models_dir / "test-nncf-int8" / "decoder.xml")
+    inputs = {op.get_friendly_name(): [v.get_node().get_type_name() for v in op.input_values()]
+              for op in decoder.get_ops() if op.get_type_name() == "MatMul"}
+    kept = [name for name in inputs if KEPT_FLOAT in name]
+    assert len(kept) == 1 and "FakeQuantize" not in inputs[kept[0]]
+    quantized_twin = [name for name in inputs if KEPT_FLOAT.replace("layers.0", "layers.1") in name]
+    assert len(quantized_twin) == 1 and "FakeQuantize" in inputs[quantized_twin[0]]  # the same product, not kept
 
 
 def test_decoder_keeps_dynamic_box_axis(quantized):

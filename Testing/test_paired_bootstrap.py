@@ -132,3 +132,12 @@ def test_scores_of_a_split_eval_document_and_a_clear_error_for_a_missing_model()
     assert per_case_scores(document, "m", "dsc", source="shared") == {"c2": 0.7}
     with pytest.raises(SystemExit, match="holds 0 results for 'other'"):
         per_case_scores(document, "other", "dsc")
+
+
+def test_a_model_with_two_builds_in_one_document_is_named_by_its_build():
+    old, new = ([{"case": "c1", "dsc": dsc, "source": "pool"}] for dsc in (0.5, 0.6))
+    document = {"results": [{"model": "m", "build": "m-old", "cases": old},
+                            {"model": "m", "build": "m-new", "cases": new}]}
+    with pytest.raises(SystemExit, match="holds 2 results for 'm'.*m-old, m-new"):
+        per_case_scores(document, "m", "dsc")
+    assert per_case_scores(document, "m-new", "dsc") == {"c1": 0.6}

@@ -28,7 +28,7 @@ MODELS_DIR = REPO_ROOT / "QMedSAMSlicer" / "Resources" / "Models"
 SEEN_ROLES = ("calibration", "training", "selection")
 
 
-def _repo_relative(path: Path | str) -> str:
+def repo_relative(path: Path | str) -> str:
     """A path as config files write it: relative to the repository root (../ for a sibling folder)."""
     resolved = (REPO_ROOT / path).resolve()
     if resolved.is_relative_to(REPO_ROOT):
@@ -44,7 +44,7 @@ def cases_seen(split: Optional[Path | str | dict], calibration: Iterable[str] = 
     (None when no split file chose them). `note`: what the lists cannot say (e.g. a choice made by hand)."""
     if isinstance(split, dict):  # training.datasets.cases.split_record: {"file": ..., "part": ...}
         split = split.get("file")
-    seen = {"split": None if split is None else _repo_relative(split)}
+    seen = {"split": None if split is None else repo_relative(split)}
     seen.update({role: sorted(set(names)) for role, names in
                  zip(SEEN_ROLES, (calibration, training, selection))})
     if note:
@@ -111,16 +111,26 @@ def record_model(entry: dict, models_dir: Path = MODELS_DIR) -> dict:
     return entry
 
 
-def set_default(name: str, models_dir: Path = MODELS_DIR) -> None:
-    """Mark `name` as the catalogue's default (the model the engine and the Slicer effect use unasked)."""
+def _edit_catalogue(name: str, edit, models_dir: Path) -> None:
+    """Apply `edit(record, is_named)` to every record of the catalogue, which must hold a model `name`."""
     catalogue_path = models_dir / "models.json"
     catalogue = json.loads(catalogue_path.read_text())
     names = [m["name"] for m in catalogue["models"]]
     if name not in names:
         raise SystemExit(f"no model {name!r} in {catalogue_path.name}; models: {', '.join(names)}")
     for model in catalogue["models"]:
-        model["default"] = model["name"] == name
+        edit(model, model["name"] == name)
     catalogue_path.write_text(json.dumps(catalogue, indent=2) + "\n")
+
+
+def set_default(name: str, models_dir: Path = MODELS_DIR) -> None:
+    """Mark `name` as the catalogue's default (the model the engine and the Slicer effect use unasked)."""
+    _edit_catalogue(name, lambda model, named: model.__setitem__("default", named), models_dir)
+
+
+def set_field(name: str, field: str, value, models_dir: Path = MODELS_DIR) -> None:
+    """Record a measured fact about model `name` (e.g. `verified_isas`) in its catalogue entry."""
+    _edit_catalogue(name, lambda model, named: named and model.__setitem__(field, value), models_dir)
 
 
 if __name__ == "__main__":

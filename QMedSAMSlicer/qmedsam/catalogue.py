@@ -128,10 +128,14 @@ def _read_catalogue(folder: Path) -> dict:
 def load_catalogue(folder: Path | None = None) -> list[ModelEntry]:
     folder = Path(folder) if folder is not None else models_dir()
     records = _read_catalogue(folder)["models"]
-    return [ModelEntry(name=r["name"], precision=r["precision"], calibration=r["calibration"],
-                       folder=_locate(r, folder), encoder=r["encoder"], decoder=r["decoder"],
-                       sha256=r["sha256"], default=bool(r.get("default", False)),
-                       description=r.get("description", ""), record=r) for r in records]
+    try:
+        return [ModelEntry(name=r["name"], precision=r["precision"], calibration=r["calibration"],
+                           folder=_locate(r, folder), encoder=r["encoder"], decoder=r["decoder"],
+                           sha256=r["sha256"], default=bool(r.get("default", False)),
+                           description=r.get("description", ""), record=r) for r in records]
+    except (KeyError, TypeError, AttributeError) as error:
+        raise QMedSAMError(f"The model catalogue {folder / CATALOGUE_FILE} has a malformed model record "
+                           f"({type(error).__name__}: {error}); restore it from git.") from None
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,8 @@ class Config:
     weight_decay: float = 0.01
     distill_weight: float = 1.0
     loss: str = "dice+bce"  # or dice+focal
+    negative_weight: float = 1.0  # loss weight of objects whose last click is negative (the clicks that hurt)
+    init: str = ""  # start from this checkpoint's prompt encoder + mask decoder (not its optimizer or history)
     eval_every: int = 60
     seed: int = 0
     threads: int = 2
@@ -201,11 +203,17 @@ class Sampler:
                 [image.resized_hw for image in chosen])
 
 
-def mask_losses(logits: torch.Tensor, targets: np.ndarray, kind: str) -> torch.Tensor:
+def mask_losses(logits: torch.Tensor, targets: np.ndarray, kind: str,
+                weights: Optional[Sequence[float]] = None) -> torch.Tensor:
+    """Dice + BCE (or focal) per object, weighted (all 1 by default) and averaged over the weights."""
     target = torch.from_numpy(targets[:, None].astype(np.float32))
-    second = focal_loss(logits, target) if kind == "dice+focal" else F.binary_cross_entropy_with_logits(
-        logits, target)
-    return dice_loss(logits, target) + second
+    weights = [1.0] * len(logits) if weights is None else list(weights)
+    total = logits.new_zeros(())
+    for index, weight in enumerate(weights):
+        one, truth = logits[index:index + 1], target[index:index + 1]
+        second = focal_loss(one, truth) if kind == "dice+focal" else F.binary_cross_entropy_with_logits(one, truth)
+        total = total + weight * (dice_loss(one, truth) + second)
+    return total / sum(weights)
 
 
 def trainable_groups(model: LiteMedSAM, config: Config) -> list[dict]:
@@ -237,7 +245,8 @@ def train_step(student: LiteMedSAM, teacher: LiteMedSAM, sampler: Sampler, optim
         clicks, previous = simulate(student, embeddings, boxes, targets, resized_hw, count, mask_prompt, start)
         points, labels = click_tensors(clicks)
         logits, _ = decode(student, embeddings, boxes, points, labels, previous)
-        loss = mask_losses(logits, targets, config.loss)
+        weights = [config.negative_weight if not obj[-1].positive else 1.0 for obj in clicks]
+        loss = mask_losses(logits, targets, config.loss, weights)
         kind = "clicks"
     loss.backward()
     optimizer.step()
@@ -324,6 +333,9 @@ def train(config: Config, out: Path) -> dict:
           flush=True)
     optimizer = torch.optim.AdamW(trainable_groups(student, config), weight_decay=config.weight_decay)
     step, history, best = 0, [], -math.inf
+    if config.init:
+        load_finetuned(student, REPO_ROOT / config.init)
+        print(f"initialised from {config.init}", flush=True)
     last = out / "last.pt"
     if last.is_file():
         checkpoint = read_checkpoint(last)

@@ -8,6 +8,9 @@ box, all its clicks so far and, optionally, the previous low-resolution logits a
 An object with no error left gets no click and keeps its mask. Each object is decoded on its own, as the
 official pipeline decodes each box, so round 0 is exactly training.evaluation.reference.OfficialPipeline's mask.
 
+Option --variants box+clicks+local: the local click rule (`refine_locally`), a click changes only the part of
+the mask around it, with SAM's multimask tokens offered to positive clicks (docs/clicks.md).
+
 Scores: DSC and NSD (qmedsam.metrics, 1 mm pixels for 2D) of each object's mask after each round, and
 DSC_AUC / NSD_AUC, the trapezoid area under the score-over-click-index curve for clicks 0..5 (unit steps,
 so 5 is the maximum), as the challenge's area under the curve; mean per modality and over all objects.
@@ -41,6 +44,8 @@ from training.litemedsam import LiteMedSAM, load_litemedsam
 MAX_ROUNDS = 5
 NOT_A_POINT = -1  # SAM's label of a padding point: its embedding is not_a_point_embed, no position
 EIGHT_CONNECTED = np.ones((3, 3), bool)
+# name -> (previous logits as mask prompt, click rule); the first two are the issue's, the third docs/clicks.md's
+VARIANTS = {"box+clicks": (False, "plain"), "box+clicks+mask": (True, "plain"), "box+clicks+local": (False, "local")}
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,59 @@ def decode(model: LiteMedSAM, embedding: Tensor, boxes: Tensor, points: Optional
     return model.mask_decoder(embedding, encoder.dense_positional_encoding(), sparse, dense)
 
 
+def decode_all_tokens(model: LiteMedSAM, embedding: Tensor, boxes: Tensor, points: Tensor,
+                      labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Low-res logits (N, 4, 256, 256) and IoU (N, 4) of all four mask tokens for boxes plus clicks.
+
+    Token 0 is LiteMedSAM's single mask (what `decode` returns); tokens 1-3 are SAM's multimask outputs, unused
+    by LiteMedSAM's box-only tuning, which still respond to positive clicks (docs/clicks.md).
+    """
+    encoder, decoder = model.prompt_encoder, model.mask_decoder
+    if decoder.fold_last_upscaling:
+        raise ValueError("decode_all_tokens needs the unfolded decoder (fold_for_inference(False))")
+    sparse = torch.cat([embed_points(model, points, labels), encoder.embed_boxes(boxes)], dim=1)
+    outputs = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat([outputs.unsqueeze(0).expand(len(boxes), -1, -1), sparse], dim=1)
+    tokens_out, image_tokens = decoder.transformer(embedding + encoder.dense_embedding(),
+                                                   encoder.dense_positional_encoding(), tokens)
+    hyper_in = torch.stack([mlp(tokens_out[:, 1 + index]) for index, mlp in
+                            enumerate(decoder.output_hypernetworks_mlps)], dim=1)
+    logits = decoder._upscaled_masks(image_tokens, hyper_in, *embedding.shape[-2:])
+    return logits, decoder.iou_prediction_head(tokens_out[:, 0])
+
+
+def clicks_satisfied(mask: np.ndarray, clicks: Sequence[Click]) -> int:
+    """How many clicks the mask agrees with: positive ones inside, negative ones outside."""
+    return sum(bool(mask[c.y, c.x]) == c.positive for c in clicks)
+
+
+def refine_locally(previous: np.ndarray, candidates: np.ndarray, iou: np.ndarray,
+                   clicks: Sequence[Click]) -> np.ndarray:
+    """The local click rule: the mask after the last of `clicks`, from the mask before it (`previous`) and the
+    decoder's masks for all clicks (`candidates` (4, H, W), token 0 first; `iou` (4,) their predicted IoU).
+
+    - A positive click takes the token whose mask agrees with the most clicks (token 0 among equals, else the
+      highest predicted IoU); a negative click takes token 0 (the multimask tokens were measured to hurt there).
+    - Only the connected region of change (8-connected) that holds the click is applied; the rest of the mask
+      stays as it was, and a click the decoder does not follow (its pixel unchanged) changes nothing.
+    - A negative click trims: a change that would remove more than half of the mask is not applied.
+    """
+    click = clicks[-1]
+    chosen = 0
+    if click.positive:
+        agreement = [clicks_satisfied(mask, clicks) for mask in candidates]
+        best = [index for index, value in enumerate(agreement) if value == max(agreement)]
+        chosen = 0 if 0 in best else max(best, key=lambda index: float(iou[index]))
+    regions, _ = ndimage.label(candidates[chosen] ^ previous, structure=EIGHT_CONNECTED)
+    region = regions[click.y, click.x]
+    if region == 0:
+        return previous
+    refined = previous ^ (regions == region)
+    if not click.positive and refined.sum() < previous.sum() / 2:
+        return previous
+    return refined
+
+
 def logits_to_masks(logits: Tensor, resized_hw: tuple, original_hw: tuple) -> np.ndarray:
     """The official post-processing: crop the padding, bilinear resize to the image, sigmoid > 0.5."""
     logits = logits[..., : resized_hw[0], : resized_hw[1]]
@@ -142,21 +200,33 @@ def click_rounds(segment: Callable[[list], np.ndarray], truth: Optional[np.ndarr
 @torch.inference_mode()
 def interactive_masks(model: LiteMedSAM, embedding: Tensor, resized_hw: tuple, box: np.ndarray,
                       truth: Optional[np.ndarray], original_hw: tuple, rounds: int = MAX_ROUNDS,
-                      mask_prompt: bool = False) -> Iterator[tuple[np.ndarray, list]]:
-    """One object's (mask, clicks so far) with the torch model; the box alone is model.decode itself."""
+                      mask_prompt: bool = False, rule: str = "plain",
+                      box_model: Optional[LiteMedSAM] = None) -> Iterator[tuple[np.ndarray, list]]:
+    """One object's (mask, clicks so far) with the torch model; the box alone is model.decode itself (or
+    box_model.decode: the engine's split, the original decoder for the box and the click decoder for clicks).
+    rule "local": each click through `refine_locally` (no mask prompt)."""
     height, width = original_hw
     box_256 = torch.as_tensor(scale_box(box, height, width)[None])
     previous = []  # the last low-res logits, for the mask prompt
+    masks = []  # the masks so far, for the local rule
 
     def segment(clicks: list) -> np.ndarray:
         if not clicks:
-            logits, _ = decode(model, embedding, box_256)
+            logits, _ = decode(box_model or model, embedding, box_256)
+        elif rule == "local":
+            points, labels = clicks_to_model_space(clicks, height, width)
+            logits, iou = decode_all_tokens(model, embedding, box_256, torch.from_numpy(points[None]),
+                                            torch.from_numpy(labels[None]))
+            candidates = logits_to_masks(logits[0][:, None], resized_hw, original_hw)
+            masks.append(refine_locally(masks[-1], candidates, iou[0].numpy(), clicks))
+            return masks[-1]
         else:
             points, labels = clicks_to_model_space(clicks, height, width)
             logits, _ = decode(model, embedding, box_256, torch.from_numpy(points[None]),
                                torch.from_numpy(labels[None]), previous[-1] if mask_prompt else None)
         previous.append(logits)
-        return logits_to_masks(logits, resized_hw, original_hw)[0]
+        masks.append(logits_to_masks(logits, resized_hw, original_hw)[0])
+        return masks[-1]
 
     yield from click_rounds(segment, truth, rounds)
 
@@ -204,12 +274,12 @@ def score_objects(case: str, boxes: np.ndarray, gts: np.ndarray, object_rounds: 
 
 
 def evaluate_case(pipeline: OfficialPipeline, image_path: Path, label_path: Path, rounds: int,
-                  mask_prompt: bool) -> list[dict]:
+                  mask_prompt: bool, rule: str = "plain", box_model: Optional[LiteMedSAM] = None) -> list[dict]:
     """Per-object DSC/NSD after each round for one 2D case, with the torch model."""
     image_3c, boxes, gts = read_case_2d(image_path, label_path)
     embedding, resized_hw = pipeline._embed(image_3c)
     return score_objects(image_path.stem, boxes, gts, lambda box, truth: interactive_masks(
-        pipeline.model, embedding, resized_hw, box, truth, gts.shape, rounds, mask_prompt))
+        pipeline.model, embedding, resized_hw, box, truth, gts.shape, rounds, mask_prompt, rule, box_model))
 
 
 def summarise(objects: list[dict], modality_of: dict) -> dict:
@@ -236,17 +306,19 @@ def summarise(objects: list[dict], modality_of: dict) -> dict:
     return summary
 
 
-def run(data: Path, cases: Optional[set], rounds: int, model: LiteMedSAM) -> dict:
+def run(data: Path, cases: Optional[set], rounds: int, model: LiteMedSAM,
+        names: Sequence[str] = ("box+clicks", "box+clicks+mask"), box_model: Optional[LiteMedSAM] = None) -> dict:
     files = [f for f in discover([data]) if f.kind == "2D" and (cases is None or f.case in cases)]
     if not files:
         raise SystemExit(f"no 2D cases under {data}" + (" from the given case list" if cases else ""))
     pipeline = OfficialPipeline(model)
     modality_of = {f.case: f.modality for f in files}
     variants = {}
-    for name, mask_prompt in (("box+clicks", False), ("box+clicks+mask", True)):
+    for name in names:
+        mask_prompt, rule = VARIANTS[name]
         objects = []
         for f in files:
-            objects += evaluate_case(pipeline, f.image_path, f.label_path, rounds, mask_prompt)
+            objects += evaluate_case(pipeline, f.image_path, f.label_path, rounds, mask_prompt, rule, box_model)
         variants[name] = {"summary": summarise(objects, modality_of), "objects": objects}
     return variants
 
@@ -286,20 +358,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--split", type=Path, help="split.yaml: evaluate only the cases of --part")
     parser.add_argument("--part", default="test", help="which list of --split (default test)")
     parser.add_argument("--checkpoint", type=Path, help="click fine-tuning checkpoint (training/clicks/finetune.py)")
+    parser.add_argument("--box-from-original", action="store_true",
+                        help="box-only round from the original decoder, clicks from --checkpoint's (as the engine)")
     parser.add_argument("--rounds", type=int, default=MAX_ROUNDS)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--variants", default="box+clicks,box+clicks+mask",
+                        help=f"comma-separated, of {', '.join(VARIANTS)} (default the first two)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     started = time.time()
-    variants = run(args.data, case_list(args.split, args.part), args.rounds, load_click_model(args.checkpoint))
+    names = args.variants.split(",")
+    if any(name not in VARIANTS for name in names):
+        parser.error(f"--variants {args.variants}: expected names of {', '.join(VARIANTS)}")
+    box_model = load_click_model(None) if args.box_from_original else None
+    variants = run(args.data, case_list(args.split, args.part), args.rounds, load_click_model(args.checkpoint), names,
+                   box_model)
     result = {
         "command": "python -m training.clicks.protocol " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "model": "float torch LiteMedSAM" + (f" + {args.checkpoint.name}" if args.checkpoint else ""),
+        "model": "float torch LiteMedSAM" + (f" + {args.checkpoint.name}" if args.checkpoint else "")
+                 + (" (box-only round: the original decoder)" if args.box_from_original else ""),
         "protocol": "per object: box, then up to 5 clicks at the interior (max EDT, image border = border) of "
                     "the largest 8-connected FN∪FP region, positive iff the ground truth holds the object there; "
                     "re-segmented with box + all clicks (+ previous low-res logits as mask prompt in "
-                    "'box+clicks+mask'); each object decoded on its own; no click once an object has no error",
+                    "'box+clicks+mask'; through refine_locally in 'box+clicks+local'); each object decoded on its "
+                    "own; no click once an object has no error",
         "auc": "trapezoid area of the per-object score over click index 0..5 (unit steps, maximum 5), averaged",
         "nsd": "qmedsam.metrics, 2 mm tolerance at 1 mm pixels, 0 where DSC <= 0.2",
         "seconds": round(time.time() - started, 1),

@@ -27,11 +27,13 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from qmedsam.bench import machine_info
 from qmedsam.engine import segment_case
 from qmedsam.metrics import label_agreement
 from qmedsam.npz_io import load_npz_case
 from qmedsam.preprocess import to_model_input
 
+from training.catalogue_writer import repo_relative, set_field
 from training.datasets.cases import DEFAULT_DATA
 from training.evaluation.quant_table import segmenter_for
 from training.provenance import invoked_command
@@ -109,6 +111,21 @@ def summary(model: str, rows: list[dict]) -> list[str]:
     return lines
 
 
+def verified_isas(rows: list[dict], isas, artifact: Path | None, threads: int = 2) -> dict:
+    """What models.json records of one model's cross-ISA check: per ISA pair the mask Dice over the cases."""
+    pairs = {}
+    for pair in dict.fromkeys(row["isas"] for row in rows):
+        dice = [row["dice"] for row in rows if row["isas"] == pair]
+        pairs[pair] = {"mask_dice_mean": round(float(np.mean(dice)), 4), "mask_dice_min": round(min(dice), 4),
+                       "cases_at_least_0.99": sum(d >= 0.99 for d in dice), "cases": len(dice),
+                       "identical": all(d == 1.0 for d in dice)}
+    machine = machine_info(threads)
+    return {"isas": list(isas), "cpu": machine["cpu"], "openvino": machine.get("versions", {}).get("openvino"),
+            "stand_in": "ONEDNN_MAX_CPU_ISA caps on this CPU (qemu: prefixes emulate a CPU)",
+            "pairs": pairs, "artifact": repo_relative(artifact) if artifact else None,
+            "command": invoked_command()}
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("models", nargs="+", metavar="MODEL", help="catalogue name or folder:name")
@@ -117,6 +134,8 @@ def main(argv=None) -> None:
     parser.add_argument("--cases", nargs="*", default=None, help="case names (or parts); default: all")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--record", action="store_true",
+                        help="write the result into each catalogue model's models.json entry (verified_isas)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -134,6 +153,11 @@ def main(argv=None) -> None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"command": invoked_command(), "isas": args.isas, "results": results},
                                         indent=1) + "\n")
+    if args.record:
+        for model, rows in results.items():
+            if ":" not in model:  # only the shipped catalogue's models
+                set_field(model.partition("@")[0], "verified_isas",
+                          verified_isas(rows, args.isas, args.json, args.threads))
 
 
 if __name__ == "__main__":

@@ -58,11 +58,11 @@ def per_case_agreement(reference: Path, segs: Path) -> dict[str, float]:
 def per_case_scores(document: dict, model: str, metric: str, source: str | None = None) -> dict[str, float]:
     """{case: metric} of one model of a training.evaluation.split_eval JSON document (only the cases from
     `source`, "pool" or "shared", when given)."""
-    found = [result for result in document["results"] if result["model"] == model]
+    found = [result for result in document["results"] if model in (result["model"], result.get("build"))]
     if len(found) != 1:
-        models = ", ".join(result["model"] for result in document["results"])
-        raise SystemExit(f"the scores file holds {len(found)} results for {model!r} (models: {models}); "
-                         "name a model it holds once, or run training.evaluation.split_eval for it.")
+        models = ", ".join(result.get("build", result["model"]) for result in document["results"])
+        raise SystemExit(f"the scores file holds {len(found)} results for {model!r} (builds: {models}); "
+                         "name a model it holds once or one of its builds, or run training.evaluation.split_eval.")
     return {row["case"]: row[metric] for row in found[0]["cases"] if source in (None, row["source"])}
 
 

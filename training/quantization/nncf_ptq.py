@@ -48,6 +48,7 @@ FP32_NAME = "litemedsam-fp32"
 DEFAULT_SPLIT = REPO_ROOT / SPLIT_FILE_IN_REPO  # calibration reads its train list unless told otherwise
 DEFAULT_POOL = REPO_ROOT.parent / "pool"  # the training pool beside the repository (training/datasets/build_pool.py)
 PARTS = ("encoder", "decoder")
+TORCH_PART = {"encoder": "image_encoder", "decoder": "mask_decoder"}  # the torch module each IR part comes from
 PRESETS = ("mixed", "performance")  # mixed is what NNCF itself picks for TRANSFORMER models
 
 
@@ -70,13 +71,26 @@ def part_inputs(part: str, items: Sequence[CalibrationItem]) -> list[dict]:
     return [{"image_embedding": item.embedding, "boxes": item.boxes} for item in items]
 
 
+def float_node_names(model: ov.Model, keep_float: Sequence[str]) -> list[str]:
+    """The IR's MatMul / Convolution nodes of the torch modules named by `keep_float` (module-name prefixes, as
+    in a Brevitas recipe's keep_float): the OpenVINO export names each node `__module.model.<module>/aten::...`."""
+    names = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ("MatMul", "Convolution")]
+    found = {prefix: [n for n in names if n.startswith(f"__module.model.{prefix}/")
+                      or n.startswith(f"__module.model.{prefix}.")] for prefix in keep_float}
+    missing = [prefix for prefix, nodes in found.items() if not nodes]
+    if missing:
+        raise SystemExit(f"--keep-float names no MatMul or Convolution of this part: {missing}")
+    return sorted({n for nodes in found.values() for n in nodes})
+
+
 def quantize_part(model: ov.Model, inputs: list[dict], subset_size: Optional[int] = None,
-                  preset: str = "mixed") -> ov.Model:
+                  preset: str = "mixed", keep_float: Sequence[str] = ()) -> ov.Model:
     import nncf  # imported here: it is slow to import and logs on import
 
+    ignored = nncf.IgnoredScope(names=float_node_names(model, keep_float)) if keep_float else None
     return nncf.quantize(model, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER,
                          subset_size=min(subset_size or len(inputs), len(inputs)),
-                         preset=nncf.QuantizationPreset(preset))
+                         preset=nncf.QuantizationPreset(preset), ignored_scope=ignored)
 
 
 def fake_quantize_count(model: ov.Model) -> int:
@@ -130,11 +144,12 @@ def build(name: str = "litemedsam-nncf-int8", data_dir: Path = DEFAULT_POOL, mod
           preset: str = "mixed", max_boxes: int = MAX_BOXES, slices_per_box: int = SLICES_PER_BOX,
           cases: Optional[Iterable[str]] = None, exclude: Sequence[str] = (), max_items: Optional[int] = None,
           split: Optional[Path] = None, part: str = "train", per_modality: Optional[int] = None, seed: int = 0,
-          threads: int = 2, log=print) -> dict:
+          threads: int = 2, keep_float: Sequence[str] = (), log=print) -> dict:
     """Quantize `parts` of the FP32 IR into models_dir/name (other parts copied as FP32) and record it.
 
     `split`: calibrate on that split file's `part` list only (train or validation; intersected with `cases`);
-    `per_modality`: then draw that many of those cases per modality with `seed`.
+    `per_modality`: then draw that many of those cases per modality with `seed`; `keep_float`: module-name
+    prefixes left float (NNCF's ignored scope), each applied to the part it belongs to.
     """
     start = time.perf_counter()
     if source_dir is None:  # not kept in git: exported from the pinned checkpoint, sha256-checked, once
@@ -163,7 +178,8 @@ def build(name: str = "litemedsam-nncf-int8", data_dir: Path = DEFAULT_POOL, mod
         part_start = time.perf_counter()
         model = core.read_model(source_dir / f"{part}.xml")
         if part in parts:
-            model = quantize_part(model, part_inputs(part, items), subset_size, preset)
+            own = [p for p in keep_float if p.startswith(TORCH_PART[part])]
+            model = quantize_part(model, part_inputs(part, items), subset_size, preset, own)
         ov.save_model(model, folder / f"{part}.xml", compress_to_fp16=False)
         summary["parts"][part] = {"quantized": part in parts, "fake_quantize": fake_quantize_count(model),
                                   "bytes": _size(folder, part), "fp32_bytes": _size(source_dir, part),
@@ -185,7 +201,8 @@ def build(name: str = "litemedsam-nncf-int8", data_dir: Path = DEFAULT_POOL, mod
                        "baseline for the Brevitas models",
         "source_model": FP32_NAME,
         "quantized_parts": quantized,
-        "nncf": {"model_type": "transformer", "preset": preset, "fast_bias_correction": True},
+        "nncf": {"model_type": "transformer", "preset": preset, "fast_bias_correction": True,
+                 "keep_float": list(keep_float)},
         "calibration_data": dict(calibration_summary(items, subset_size, max_boxes, slices_per_box, data_dir),
                                  **({"per_modality": per_modality, "seed": seed} if per_modality else {})),
         "cases_seen": cases_seen(split, calibration=[item.case for item in items]),
@@ -226,11 +243,14 @@ def main(argv=None) -> None:
     parser.add_argument("--exclude", nargs="*", default=[], help="leave cases whose name contains this out")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR, help="catalogue folder to write into")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep-float", nargs="*", default=[], metavar="MODULE",
+                        help="torch module-name prefixes left float (an ignored scope), e.g. the default recipe's "
+                             "mask_decoder.transformer.final_attn_token_to_image.av_matmul")
     args = parser.parse_args(argv)
     summary = build(args.name, args.data, args.models_dir, parts=args.parts, subset_size=args.subset_size,
                     preset=args.preset, max_boxes=args.max_boxes, slices_per_box=args.slices_per_box,
                     exclude=args.exclude, split=args.split, part=args.part, per_modality=args.per_modality,
-                    seed=args.seed, threads=args.threads)
+                    seed=args.seed, threads=args.threads, keep_float=args.keep_float)
     print_summary(summary)
     print(json.dumps(summary["sha256"], indent=2))
 

@@ -227,6 +227,10 @@ def quantize(model: nn.Module, recipe: QuantRecipe = QuantRecipe()) -> list[dict
     """
     if recipe.fold_batchnorm:
         fold_batchnorm(model)
+    unmatched = [p for p in recipe.keep_float if not any(
+        f"{part}.{name}".startswith(p) for part in recipe.parts for name, _ in getattr(model, part).named_modules())]
+    if unmatched:  # a misspelt prefix would otherwise quantize the layer it meant to keep float
+        raise ValueError(f"keep_float prefixes match no module of the parts {list(recipe.parts)}: {unmatched}")
     report = []
     for part in recipe.parts:
         root = getattr(model, part)
