@@ -234,3 +234,20 @@ def test_click_loss_weights_default_to_the_plain_batch_mean_and_weigh_objects():
     each = [mask_losses(logits[i:i + 1], targets[i:i + 1], "dice+bce") for i in range(3)]
     torch.testing.assert_close(mask_losses(logits, targets, "dice+bce", [2.0, 1.0, 1.0]),
                                (2 * each[0] + each[1] + each[2]) / 4)
+
+
+def test_the_protocol_uses_the_engines_rule_and_its_labelling_matches_scipy():
+    """One rule for torch and the engine (qmedsam.click_rule); its numpy flood fill is scipy's 8-connected label."""
+    from qmedsam import click_rule
+    from scipy import ndimage
+
+    from training.clicks import protocol
+
+    assert protocol.refine_locally is click_rule.refine_locally
+    rng = np.random.default_rng(17)
+    for trial in range(60):
+        mask = rng.random(tuple(rng.integers(1, 40, 2))) < rng.uniform(0.3, 0.7)
+        regions, _ = ndimage.label(mask, structure=np.ones((3, 3), bool))
+        row, col = rng.integers(0, mask.shape[0]), rng.integers(0, mask.shape[1])
+        expected = (regions == regions[row, col]) & mask
+        np.testing.assert_array_equal(click_rule.component_at(mask, row, col), expected, err_msg=f"trial {trial}")

@@ -25,9 +25,10 @@ from training.evaluation.isa_agreement import run_under_isa, verified_isas
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CASES = ["2DBox_CT_sammed2d-amos000475", "2DBox_Dermoscopy_ham10000-ISIC0027001", "2DBox_US_hc18-000"]
-# Measured for the default (recipe-int8-unsigned, train-split calibration), AVX2 cap vs VNNI on this AMD EPYC:
-# CT 0.7905, dermoscopy 0.9833, US 0.9576 (the previous default: 0.9205 / 0.9893 / 0.9585). The goal is 0.99.
-FLOOR = 0.75
+# Measured for the default (recipe-int8-float-image-attention), AVX2 cap vs VNNI on an AMD EPYC: CT 0.8873,
+# dermoscopy 0.9934, US 0.9607 (docs/measurements/isa-agreement-float-image-attention.json; the previous
+# default: 0.7905 / 0.9833 / 0.9576). The goal is 0.99.
+FLOOR = 0.85
 
 
 def _cpu_flags() -> set:

@@ -236,10 +236,11 @@ def shown(editor, editing) -> np.ndarray:
     return editor.preview.voxels(editing.access.reference_geometry())[0]
 
 
-def test_a_positive_click_in_a_missed_region_adds_it_and_a_negative_click_in_a_leak_removes_it(shared_data,
+def test_a_positive_click_adds_a_missed_region_and_a_negative_click_never_removes_more_than_half(shared_data,
                                                                                                   segmenter):
-    """The challenge's click rule (the interior of the largest error region) on a real image, through the
-    effect: the preview is what the engine gives for the box and its clicks, and each click fixes its region."""
+    """The challenge's click placement (the interior of the largest error region) on a real image, through the
+    effect: the preview is what the engine gives for the box and its clicks; the positive click fixes its
+    region, and the engine's local click rule keeps a negative click from removing more than half the mask."""
     pytest.importorskip("torch")  # training.clicks.protocol imports torch; its next_click is the rule
     from training.clicks.protocol import next_click
 
@@ -261,8 +262,9 @@ def test_a_positive_click_in_a_missed_region_adds_it_and_a_negative_click_in_a_l
     assert not leak.positive
     editor.add_click(segmenter, view, view_xy(view, leak.x, leak.y), False)
     negative = shown(editor, editing)
-    false_region = box_only & ~truth
-    assert not negative[leak.y, leak.x] and (negative & false_region).sum() < (box_only & false_region).sum() / 2
+    assert np.array_equal(negative, segmenter.segment_2d(image, box, clicks=[[(leak.x, leak.y, False)]]) > 0)
+    # Here the decoder's answer to the click would keep 17,737 of 91,046 pixels: the rule keeps the mask instead.
+    assert negative.sum() >= box_only.sum() / 2 and not (negative & ~box_only).any()
 
 
 def test_x_removes_the_last_click_then_the_box_and_each_step_shows_what_was_there(segmenter):
@@ -339,7 +341,8 @@ def test_box_only_preview_is_the_engines_box_only_mask_and_a_click_costs_the_dec
     encoded, decoded = segmenter.stats.encoder_runs, segmenter.stats.decoder_calls
     setup.editor.add_click(segmenter, setup.view, drag_xy(setup.view, setup.scene_data.centre_ras[None])[0], False,
                            prefetcher=prefetcher)
-    assert segmenter.stats.encoder_runs == encoded and segmenter.stats.decoder_calls == decoded + 1
+    # no encoder run: the box's own decoder call (its box-only mask, the rule's start) and one click-decoder call
+    assert segmenter.stats.encoder_runs == encoded and segmenter.stats.decoder_calls == decoded + 2
 
 
 # -- the markers ------------------------------------------------------------------------------------------

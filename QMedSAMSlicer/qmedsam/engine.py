@@ -4,8 +4,9 @@ What it adds to the official pipeline, without changing a single mask:
 - every slice is encoded once, whatever the number of boxes that cover it (content-keyed LRU cache);
 - boxes on a slice are decoded together, in blocks sized from a memory budget;
 - only the region around each mask is resized back to full resolution;
-- optional clicks after a box (issue 17): boxes with clicks go to a separate click decoder, boxes without go
-  through the box-only decoder as before, so box-only masks are the same bytes with or without click support.
+- optional clicks after a box (issue 17): a box with clicks starts from its box-only mask and replays its clicks
+  one at a time, each through the click decoder and the local click rule (qmedsam.click_rule); boxes without
+  clicks go through the box-only decoder as before, so box-only masks are the same bytes with or without clicks.
 Overlaps follow the challenge rule: a later box overwrites an earlier one (higher label wins).
 """
 
@@ -22,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .catalogue import ClickDecoderEntry, ModelEntry, find_click_decoder, find_model
+from .click_rule import bounding_region, refine_locally
 from .errors import QMedSAMError
 from .postprocess import MaskResizer
 from .preprocess import (
@@ -48,8 +50,8 @@ EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
 DECODER_MB_PER_BOX = 36.0
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
-# Per box: (label, box in 256 space, (P, 2) points in 256 space, (P,) labels 1 positive / 0 negative), P >= 0.
-ClickTask = tuple[int, np.ndarray, np.ndarray, np.ndarray]
+# Per box: (label, box in 256 space, (P, 3) clicks x, y, positive in image pixels), P >= 0.
+ClickTask = tuple[int, np.ndarray, np.ndarray]
 
 
 def middle_slice(z_low: int, z_high: int) -> int:
@@ -181,7 +183,7 @@ class Segmenter:
         """Low-res logits (N, 256, 256) and predicted IoU (N,), decoding at most `block_size` boxes at once.
 
         `points`: None (the box-only decoder) or ((N, P, 2) points, (N, P) labels) in 256 space for the click
-        decoder, P >= 1 and the same for every box.
+        decoder, P >= 1 and the same for every box; its logits are (N, 4, 256, 256) and IoU (N, 4), all tokens.
         """
         logits, ious = [], []
         for start in range(0, len(boxes_256), self.block_size):
@@ -198,44 +200,57 @@ class Segmenter:
         return np.concatenate(logits), np.concatenate(ious)
 
     def _decode_and_paint(self, encoded: _Slice, boxes_256: np.ndarray, labels: list[int],
-                          target: np.ndarray, on_mask: Callable | None = None,
-                          points: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                          target: np.ndarray, on_mask: Callable | None = None) -> None:
         """Decode boxes block by block and paint each mask into `target` (higher label wins)."""
         for start in range(0, len(boxes_256), self.block_size):
             block = slice(start, start + self.block_size)
-            logits, _ = self.decode_logits(encoded, boxes_256[block],
-                                           None if points is None else (points[0][block], points[1][block]))
+            logits, _ = self.decode_logits(encoded, boxes_256[block])
             for label, box_logits in zip(labels[block], logits):
                 found = encoded.resizer.mask(box_logits)
                 if on_mask is not None:
                     on_mask(label, found)
                 if found is None:
                     continue
-                region, mask = found
-                view = target[region]
-                view[mask] = np.maximum(view[mask], label)
+                _paint(target, label, *found)
 
     def _decode_clicks_and_paint(self, encoded: _Slice, tasks: list[ClickTask], target: np.ndarray,
                                  on_mask: Callable | None = None) -> None:
-        """Boxes without clicks through the box-only decoder, the others through the click decoder grouped by
-        click count (padding with not-a-point tokens would change their masks slightly); higher label wins."""
+        """Boxes without clicks through the box-only decoder, the others through `refine_with_clicks`; higher
+        label wins."""
         plain = [task for task in tasks if len(task[2]) == 0]
         if plain:
             self._decode_and_paint(encoded, np.stack([t[1] for t in plain]), [t[0] for t in plain], target, on_mask)
-        for count in sorted({len(task[2]) for task in tasks} - {0}):
-            group = [task for task in tasks if len(task[2]) == count]
-            points = (np.stack([t[2] for t in group]), np.stack([t[3] for t in group]).astype(np.float32))
-            self._decode_and_paint(encoded, np.stack([t[1] for t in group]), [t[0] for t in group], target, on_mask,
-                                   points)
+        for label, box_256, clicks in tasks:
+            if len(clicks) == 0:
+                continue
+            found = bounding_region(self.refine_with_clicks(encoded, box_256, clicks))
+            if on_mask is not None:
+                on_mask(label, found)
+            if found is not None:
+                _paint(target, label, *found)
+
+    def refine_with_clicks(self, encoded: _Slice, box_256: np.ndarray, clicks: np.ndarray) -> np.ndarray:
+        """One box's full-size mask after its (P, 3) clicks (x, y, positive in image pixels): the box-only mask,
+        then each click in turn through the click decoder (box + clicks so far, all four tokens) and the local
+        click rule, at the image's resolution as the torch protocol applies it. One decoder call per click."""
+        logits, _ = self.decode_logits(encoded, box_256[None])
+        mask = encoded.resizer.full_mask(logits[0])
+        points = points_to_model_space(clicks[:, :2], *encoded.shape)[None]
+        point_labels = clicks[None, :, 2].astype(np.float32)
+        for count in range(1, len(clicks) + 1):
+            logits, iou = self.decode_logits(encoded, box_256[None], (points[:, :count], point_labels[:, :count]))
+            candidates = np.stack([encoded.resizer.full_mask(token) for token in logits[0]])
+            mask = refine_locally(mask, candidates, iou[0], clicks[:count])
+        return mask
 
     # -- public API ------------------------------------------------------------------------------------
     def segment_2d(self, image: np.ndarray, boxes: np.ndarray, clicks=None) -> np.ndarray:
         """Label image (H, W) uint8: box i gets label i + 1.
 
         `clicks`: None, or one list per box of (x, y, positive) in image pixels (x column, y row; positive 1 or
-        0, True/False), empty for a box without clicks. A box with clicks is decoded by the click decoder with
-        its box and all its clicks; the image is encoded once (cached), so a re-decode after a new click costs
-        the decoder only.
+        0, True/False), empty for a box without clicks. A box with clicks starts from its box-only mask and
+        applies its clicks in order through the local click rule (`refine_with_clicks`): a click the decoder does
+        not follow changes nothing. The image is encoded once (cached); P clicks cost P + 1 decoder calls.
         """
         image = validate_image_2d(image)
         boxes = validate_boxes_2d(boxes, image.shape[:2])
@@ -247,8 +262,7 @@ class Segmenter:
         if clicks is None:
             self._decode_and_paint(encoded, boxes_256, list(range(1, len(boxes) + 1)), labels)
             return labels
-        tasks = [(index + 1, box, points_to_model_space(box_clicks[:, :2], height, width), box_clicks[:, 2])
-                 for index, (box, box_clicks) in enumerate(zip(boxes_256, clicks))]
+        tasks = [(index + 1, box, box_clicks) for index, (box, box_clicks) in enumerate(zip(boxes_256, clicks))]
         self._decode_clicks_and_paint(encoded, tasks, labels)
         return labels
 
@@ -262,9 +276,10 @@ class Segmenter:
         covers a slice is decoded from a single embedding of it.
 
         `clicks`: None, or one list per box of (x, y, z, positive) in voxels, z a slice the box covers. A
-        clicked slice is decoded with the box propagation brings to it plus that slice's clicks, and the walk
-        goes on outward from the refined mask; slices nearer the middle slice keep their masks, and a box
-        without clicks gets exactly its box-only result.
+        clicked slice's mask is the box-only mask of the box propagation brings to it, refined by that slice's
+        clicks in order (`refine_with_clicks`, the local click rule), and the walk goes on outward from the
+        refined mask; slices nearer the middle slice keep their masks, and a box without clicks gets exactly its
+        box-only result.
         """
         volume = validate_volume(volume)
         boxes = validate_boxes_3d(boxes, volume.shape)
@@ -323,7 +338,7 @@ class Segmenter:
     def _click_task(walk: _Propagation, box_256: np.ndarray, z: int) -> ClickTask:
         """This walk's decoding on slice z: its propagated box and the clicks on that slice (maybe none)."""
         on_slice = walk.clicks.get(z, np.zeros((0, 4)))
-        return (walk.label, box_256, points_to_model_space(on_slice[:, :2], *walk.slice_shape), on_slice[:, 3])
+        return walk.label, box_256, on_slice[:, [0, 1, 3]]
 
     @staticmethod
     def _slice_box(walk: _Propagation, direction: str, starts_here: bool) -> np.ndarray:
@@ -331,6 +346,12 @@ class Segmenter:
             return walk.middle_box
         previous = walk.next_box.get(direction)
         return walk.middle_box if previous is None else previous
+
+
+def _paint(target: np.ndarray, label: int, region: tuple, mask: np.ndarray) -> None:
+    """Paint a mask block into `target` at `region`; a higher label already there wins."""
+    view = target[region]
+    view[mask] = np.maximum(view[mask], label)
 
 
 def segment_case(segmenter: Segmenter, kind: str, image: np.ndarray, boxes: np.ndarray,

@@ -122,10 +122,12 @@ class CompiledClickDecoder:
 
     def decode(self, embedding: np.ndarray, boxes_256: np.ndarray, points_256: np.ndarray,
                point_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Embedding, (N, 4) boxes, (N, P, 2) points and (N, P) labels 1 / 0 / -1 (256 space) -> logits, iou."""
-        return _logits_and_iou(self._request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32),
-                                                    2: np.ascontiguousarray(points_256, np.float32),
-                                                    3: np.ascontiguousarray(point_labels, np.float32)}))
+        """Embedding, (N, 4) boxes, (N, P, 2) points and (N, P) labels 1 / 0 / -1 (256 space) -> logits
+        (N, 4, 256, 256) and iou (N, 4) of all four mask tokens, token 0 first (for qmedsam.click_rule)."""
+        result = self._request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32),
+                                      2: np.ascontiguousarray(points_256, np.float32),
+                                      3: np.ascontiguousarray(point_labels, np.float32)})
+        return np.array(result[0], copy=True), np.array(result[1], copy=True)  # the request reuses its buffers
 
 
 def _logits_and_iou(result) -> tuple[np.ndarray, np.ndarray]:

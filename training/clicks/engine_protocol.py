@@ -3,10 +3,12 @@
 Same objects, same click placement (protocol.click_rounds / next_click), same scores; each mask comes from
 `Segmenter.segment_2d(image, [box], [clicks])`: the box alone through the model's own box decoder (round 0
 is the engine's box-only mask), each later round through the catalogue's click decoder on the model's
-cached embedding. So it measures what a user of the engine gets, e.g. the default INT8 model:
+cached embedding and the local click rule (qmedsam.click_rule, as the protocol's box+clicks+local variant).
+So it measures what a user of the engine gets, e.g. the default INT8 model:
 
-    python -m training.clicks.engine_protocol --out docs/measurements/clicks-engine-int8.json
-    python -m training.clicks.engine_protocol --model litemedsam-fp32 --out docs/measurements/clicks-engine-fp32.json
+    python -m training.clicks.engine_protocol --out docs/measurements/clicks-engine-int8-rule.json
+    python -m training.clicks.engine_protocol --model litemedsam-fp32 \\
+        --out docs/measurements/clicks-engine-fp32-rule.json
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f"{decoder.record['source_checkpoint']['step']})",
         "model_sha256": {**segmenter.entry.sha256, **decoder.sha256},
         "protocol": "training/clicks/protocol.py's (click_rounds, next_click, score_objects), each mask from "
-                    "Segmenter.segment_2d(image, [box], [clicks]); no mask prompt",
+                    "Segmenter.segment_2d(image, [box], [clicks]): box-only mask, then the clicks replayed one at a "
+                    "time through the click decoder and the local click rule (qmedsam.click_rule); no mask prompt",
         "cpu": machine_info(args.threads)["cpu"], "threads": args.threads,
         "versions": library_versions("openvino", "numpy"),
         "seconds": round(time.time() - started, 1),

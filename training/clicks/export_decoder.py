@@ -4,7 +4,9 @@
 
 Inputs `image_embedding` (1, 256, 64, 64), `boxes` (N, 4) and `points` (N, P, 2) in the 256 model space,
 `point_labels` (N, P) as float (1 positive, 0 negative, -1 not-a-point padding); outputs `low_res_logits`
-(N, 1, 256, 256) and `iou` (N, 1), as the box decoder's. N and P are dynamic (traced with 2 boxes of 2
+(N, 4, 256, 256) and `iou` (N, 4): all four mask tokens (token 0 is LiteMedSAM's single mask, as the box
+decoder's; tokens 1-3 SAM's multimask outputs), which the engine's local click rule (qmedsam.click_rule)
+picks from. N and P are dynamic (traced with 2 boxes of 2
 points). No mask prompt: it made every measured curve worse (docs/clicks.md).
 
 The image encoder is frozen in click fine-tuning, so the decoder reads the embedding of every LiteMedSAM
@@ -23,16 +25,18 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import openvino as ov
+import openvino.opset13 as opset
 import torch
 from torch import Tensor, nn
 
 from training.catalogue_writer import MODELS_DIR, cases_seen
-from training.clicks.protocol import decode, load_click_model
+from training.clicks.protocol import decode_all_tokens, load_click_model
 from training.litemedsam import LiteMedSAM
 from training.litemedsam.weights import SOURCE_CHECKPOINT
 from training.provenance import REPO_ROOT, invoked_command, library_versions, sha256_file
-from training.quantization.compact_tables import compact_tables
+from training.quantization.compact_tables import compact_tables, replace_constant
 from training.quantization.export_qcdq import store_large_float_constants_as_fp16
 
 NAME = "litemedsam-clicks"
@@ -40,17 +44,21 @@ DECODER_FILE = "click_decoder.xml"
 INPUTS = ("image_embedding", "boxes", "points", "point_labels")
 OUTPUTS = ("low_res_logits", "iou")
 MIN_FP16_ELEMENTS = 1 << 14  # weights of at least this many values go to fp16; biases and norms stay f32
+# The 256 x 256 layers of the multimask tokens' hypernetworks (tokens 1-3, only read by the local click rule's
+# choice for positive clicks): int8 per output row, to keep the repository's depth-1 clone under its 40 MiB.
+INT8_WEIGHTS = tuple(f"self.model.mask_decoder.output_hypernetworks_mlps.{token}.layers.{layer}"
+                     for token in (1, 2, 3) for layer in (0, 1))
 
 
 class ClickDecoderForExport(nn.Module):
-    """(embedding, boxes, points, point_labels) -> (low-res logits, iou) through the protocol's own decode."""
+    """(embedding, boxes, points, point_labels) -> all four tokens' (low-res logits, iou), the protocol's own."""
 
     def __init__(self, model: LiteMedSAM) -> None:
         super().__init__()
         self.model = model
 
     def forward(self, image_embedding: Tensor, boxes: Tensor, points: Tensor, point_labels: Tensor):
-        return decode(self.model, image_embedding, boxes, points, point_labels)
+        return decode_all_tokens(self.model, image_embedding, boxes, points, point_labels)
 
 
 def convert(model: LiteMedSAM) -> ov.Model:
@@ -65,13 +73,35 @@ def convert(model: LiteMedSAM) -> ov.Model:
     return graph
 
 
+def store_multimask_weights_as_int8(graph: ov.Model) -> int:
+    """INT8_WEIGHTS as int8 * f32 scale per output row (symmetric, max |w| -> 127); returns the bytes saved
+    against fp16 storage. Token 0, LiteMedSAM's own mask, keeps its fp16 weights."""
+    saved = 0
+    for op in graph.get_ops():
+        if op.get_type_name() != "Constant" or not op.get_friendly_name().startswith(INT8_WEIGHTS):
+            continue
+        values = op.get_data().astype(np.float32)
+        if values.shape != (256, 256):
+            continue
+        scale = np.maximum(np.abs(values).max(axis=1, keepdims=True), 1e-12) / 127
+        quantized = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+        replace_constant(op, opset.multiply(opset.convert(opset.constant(quantized), ov.Type.f32),
+                                            opset.constant(scale.astype(np.float32))).output(0))
+        saved += values.size * 2 - values.size - scale.size * 4
+    graph.validate_nodes_and_infer_types()
+    return saved
+
+
 def export(checkpoint: Path, folder: Path) -> dict:
     """Write the click decoder IR into `folder` (replaced, only this folder); returns what the export did."""
     torch.set_num_threads(2)
     model = load_click_model(checkpoint)
-    model.mask_decoder.fold_for_inference(True)  # the box decoder's exact re-associations (mask_decoder.py)
+    # The box decoder's exact re-associations (mask_decoder.py), except the last-upscaling fold, which serves
+    # a single token: all four are output here.
+    model.mask_decoder.transformer.fold_projections(True)
     graph = convert(model)
     compacted = compact_tables(graph, model)
+    int8_bytes_saved = store_multimask_weights_as_int8(graph)
     fp16_bytes_saved = store_large_float_constants_as_fp16(graph, MIN_FP16_ELEMENTS)
     with tempfile.TemporaryDirectory(prefix=f".build-{folder.name}-", dir=folder.parent) as scratch:
         built = Path(scratch) / folder.name
@@ -80,7 +110,8 @@ def export(checkpoint: Path, folder: Path) -> dict:
         shutil.rmtree(folder, ignore_errors=True)
         os.replace(built, folder)
     return {"compacted_tables": compacted, "fp16_weights_min_elements": MIN_FP16_ELEMENTS,
-            "fp16_bytes_saved": fp16_bytes_saved}
+            "fp16_bytes_saved": fp16_bytes_saved, "int8_weights": "tokens 1-3 hypernetwork 256 x 256 layers, per row",
+            "int8_bytes_saved_against_fp16": int8_bytes_saved}
 
 
 def checkpoint_cases_seen(path: Path) -> dict:
@@ -154,6 +185,7 @@ def main(argv=None) -> None:
                        "clicks after the box (issue 17); reads the embedding of any LiteMedSAM model",
         "inputs": {"image_embedding": "(1, 256, 64, 64) f32", "boxes": "(N, 4) f32, 256 space",
                    "points": "(N, P, 2) f32, x, y in 256 space", "point_labels": "(N, P) f32, 1 / 0 / -1 padding"},
+        "outputs": {"low_res_logits": "(N, 4, 256, 256) f32, token 0 first", "iou": "(N, 4) f32"},
         "max_clicks_trained": 5,
         "base_checkpoint": SOURCE_CHECKPOINT,
         "source_checkpoint": checkpoint_record(args.checkpoint),

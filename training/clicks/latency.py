@@ -2,8 +2,9 @@
 
 One box of a real case, 0..5 clicks, the image already in the engine's embedding cache (the Slicer effect
 encodes the slice under the mouse in the background), median of --repeats calls after a warm-up:
-- `segment_2d` on a cache hit: what the effect's preview pays (hash lookup, decoder, mask back to full size);
-- the decoder call alone (the box-only decoder for 0 clicks, the click decoder for 1..5).
+- `segment_2d` on a cache hit: what the effect's preview pays (hash lookup, the box-only decoder, then one click
+  decoder call per click as the local click rule replays them, each with its four token masks back to full size);
+- the decoder call alone (the box-only decoder for 0 clicks, one click-decoder call with all 1..5 clicks).
 
     python -m training.clicks.latency --threads 2 --out docs/measurements/clicks-engine-latency.json
 """

@@ -8,8 +8,8 @@ box, all its clicks so far and, optionally, the previous low-resolution logits a
 An object with no error left gets no click and keeps its mask. Each object is decoded on its own, as the
 official pipeline decodes each box, so round 0 is exactly training.evaluation.reference.OfficialPipeline's mask.
 
-Option --variants box+clicks+local: the local click rule (`refine_locally`), a click changes only the part of
-the mask around it, with SAM's multimask tokens offered to positive clicks (docs/clicks.md).
+Option --variants box+clicks+local: the local click rule (qmedsam.click_rule, the engine's own), a click
+changes only the part of the mask around it, with SAM's multimask tokens offered to positive clicks (docs/clicks.md).
 
 Scores: DSC and NSD (qmedsam.metrics, 1 mm pixels for 2D) of each object's mask after each round, and
 DSC_AUC / NSD_AUC, the trapezoid area under the score-over-click-index curve for clicks 0..5 (unit steps,
@@ -24,13 +24,13 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from qmedsam.click_rule import clicks_satisfied, refine_locally  # noqa: F401  (the rule, written once)
 from qmedsam.metrics import NSD_MIN_DSC, dice, normalized_surface_dice
 from qmedsam.npz_io import read_npz_arrays
 from qmedsam.preprocess import points_to_model_space
@@ -48,8 +48,9 @@ EIGHT_CONNECTED = np.ones((3, 3), bool)
 VARIANTS = {"box+clicks": (False, "plain"), "box+clicks+mask": (True, "plain"), "box+clicks+local": (False, "local")}
 
 
-@dataclass(frozen=True)
-class Click:
+class Click(NamedTuple):
+    """A click as qmedsam.click_rule reads it: (x, y, positive)."""
+
     x: int  # column in image pixels
     y: int  # row in image pixels
     positive: bool
@@ -131,45 +132,13 @@ def decode_all_tokens(model: LiteMedSAM, embedding: Tensor, boxes: Tensor, point
         raise ValueError("decode_all_tokens needs the unfolded decoder (fold_for_inference(False))")
     sparse = torch.cat([embed_points(model, points, labels), encoder.embed_boxes(boxes)], dim=1)
     outputs = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
-    tokens = torch.cat([outputs.unsqueeze(0).expand(len(boxes), -1, -1), sparse], dim=1)
+    tokens = torch.cat([outputs.unsqueeze(0).expand(sparse.shape[0], -1, -1), sparse], dim=1)
     tokens_out, image_tokens = decoder.transformer(embedding + encoder.dense_embedding(),
                                                    encoder.dense_positional_encoding(), tokens)
     hyper_in = torch.stack([mlp(tokens_out[:, 1 + index]) for index, mlp in
                             enumerate(decoder.output_hypernetworks_mlps)], dim=1)
     logits = decoder._upscaled_masks(image_tokens, hyper_in, *embedding.shape[-2:])
     return logits, decoder.iou_prediction_head(tokens_out[:, 0])
-
-
-def clicks_satisfied(mask: np.ndarray, clicks: Sequence[Click]) -> int:
-    """How many clicks the mask agrees with: positive ones inside, negative ones outside."""
-    return sum(bool(mask[c.y, c.x]) == c.positive for c in clicks)
-
-
-def refine_locally(previous: np.ndarray, candidates: np.ndarray, iou: np.ndarray,
-                   clicks: Sequence[Click]) -> np.ndarray:
-    """The local click rule: the mask after the last of `clicks`, from the mask before it (`previous`) and the
-    decoder's masks for all clicks (`candidates` (4, H, W), token 0 first; `iou` (4,) their predicted IoU).
-
-    - A positive click takes the token whose mask agrees with the most clicks (token 0 among equals, else the
-      highest predicted IoU); a negative click takes token 0 (the multimask tokens were measured to hurt there).
-    - Only the connected region of change (8-connected) that holds the click is applied; the rest of the mask
-      stays as it was, and a click the decoder does not follow (its pixel unchanged) changes nothing.
-    - A negative click trims: a change that would remove more than half of the mask is not applied.
-    """
-    click = clicks[-1]
-    chosen = 0
-    if click.positive:
-        agreement = [clicks_satisfied(mask, clicks) for mask in candidates]
-        best = [index for index, value in enumerate(agreement) if value == max(agreement)]
-        chosen = 0 if 0 in best else max(best, key=lambda index: float(iou[index]))
-    regions, _ = ndimage.label(candidates[chosen] ^ previous, structure=EIGHT_CONNECTED)
-    region = regions[click.y, click.x]
-    if region == 0:
-        return previous
-    refined = previous ^ (regions == region)
-    if not click.positive and refined.sum() < previous.sum() / 2:
-        return previous
-    return refined
 
 
 def logits_to_masks(logits: Tensor, resized_hw: tuple, original_hw: tuple) -> np.ndarray:
