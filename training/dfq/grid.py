@@ -6,12 +6,14 @@
 from __future__ import annotations
 
 import argparse
+import io
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from PIL import Image  # noqa: E402  (matplotlib's own dependency)
 from qmedsam.npz_io import npz_files_in, read_npz_arrays  # noqa: E402
 
 
@@ -36,8 +38,11 @@ def draw_grid(folder: Path, output: Path, count: int = 8, columns: int = 4) -> i
         ax.set_title(path.stem.rsplit("-", 1)[-1], fontsize=8)
     figure.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(output, dpi=90)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
     plt.close(figure)
+    # 256 colours: the figure holds few, and a third of the bytes matters in a repository with a clone budget
+    Image.open(buffer).convert("RGB").quantize(colors=256, dither=Image.Dither.NONE).save(output, optimize=True)
     return len(paths)
 
 
