@@ -110,13 +110,12 @@ def test_click_decoder_record_says_what_it_saw_and_saw_no_test_case():
 
 # -- the click decoder IR against the torch checkpoint -----------------------------------------------------
 
-@pytest.mark.slow
-def test_click_decoder_ir_agrees_with_its_torch_checkpoint(shared_data, segmenter):
-    """The fine-tuned checkpoint (if this checkout has it) and the IR on the same FP32 embedding, with the
-    clicks the torch protocol placed (docs/measurements/clicks-finetuned.json)."""
+def torch_click_pipeline():
+    """(torch, the float pipeline holding the click decoder's torch checkpoint), or a skip when this checkout
+    lacks the checkpoint (it is made by training/clicks/finetune.py and not kept in git)."""
     torch = pytest.importorskip("torch")
-    from training.clicks.protocol import Click, clicks_to_model_space, decode_all_tokens, load_click_model
-    from training.evaluation.reference import OfficialPipeline, scale_box
+    from training.clicks.protocol import load_click_model
+    from training.evaluation.reference import OfficialPipeline
     from training.provenance import REPO_ROOT, sha256_file
 
     record = find_click_decoder().record["source_checkpoint"]
@@ -124,7 +123,18 @@ def test_click_decoder_ir_agrees_with_its_torch_checkpoint(shared_data, segmente
     if not checkpoint.is_file() or sha256_file(checkpoint) != record["sha256"]:
         pytest.skip(f"the click checkpoint {record['file']} is not in this checkout (training/clicks/finetune.py)")
     torch.set_num_threads(2)
-    pipeline = OfficialPipeline(load_click_model(checkpoint))
+    return torch, OfficialPipeline(load_click_model(checkpoint))
+
+
+@pytest.mark.slow
+def test_click_decoder_ir_agrees_with_its_torch_checkpoint(shared_data, segmenter):
+    """The fine-tuned checkpoint (if this checkout has it) and the IR on the same FP32 embedding, with the
+    clicks the torch protocol placed (docs/measurements/clicks-finetuned.json)."""
+    torch, pipeline = torch_click_pipeline()
+    from training.clicks.protocol import Click, clicks_to_model_space, decode_all_tokens
+    from training.evaluation.reference import scale_box
+    from training.provenance import REPO_ROOT
+
     measured = json.loads((REPO_ROOT / "docs/measurements/clicks-finetuned.json").read_text())
     objects = {(o["case"], o["label"]): o["clicks"] for o in measured["variants"]["box+clicks"]["objects"]}
     worst_logit, worst_dice = np.zeros(4), np.ones(4)  # per token
@@ -249,20 +259,12 @@ def test_clicks_are_replayed_one_at_a_time_from_the_box_only_mask(shared_data, s
 def test_engine_rounds_agree_with_the_torch_protocol_local_rule(shared_data, private_cache_dir):
     """The FP32 engine and the torch protocol (box+clicks+local, box round from the original decoder: the engine's
     split) on one case: the same clicks placed, masks that agree to Dice >= 0.98 in every round."""
-    torch = pytest.importorskip("torch")
+    torch, pipeline = torch_click_pipeline()
     from qmedsam.engine import Segmenter
 
     from training.clicks.protocol import interactive_masks, load_click_model
-    from training.evaluation.reference import OfficialPipeline
-    from training.provenance import REPO_ROOT, sha256_file
 
-    record = find_click_decoder().record["source_checkpoint"]
-    checkpoint = REPO_ROOT / record["file"]
-    if not checkpoint.is_file() or sha256_file(checkpoint) != record["sha256"]:
-        pytest.skip(f"the click checkpoint {record['file']} is not in this checkout (training/clicks/finetune.py)")
-    torch.set_num_threads(2)
     case, gts = case_and_truth(shared_data, "2DBox_US_hc18-000")
-    pipeline = OfficialPipeline(load_click_model(checkpoint))
     embedding, resized_hw = pipeline._embed(case.image)
     engine = Segmenter("litemedsam-fp32", threads=2, compile_cache_dir=private_cache_dir)
     rounds = list(interactive_masks(pipeline.model, embedding, resized_hw, case.boxes[0], gts == 1, gts.shape, 3,
