@@ -227,9 +227,12 @@ def quantize(model: nn.Module, recipe: QuantRecipe = QuantRecipe()) -> list[dict
     """
     if recipe.fold_batchnorm:
         fold_batchnorm(model)
-    unmatched = [p for p in recipe.keep_float if not any(
+    # A misspelt prefix would otherwise quantize the layer it meant to keep float. Prefixes of parts this recipe
+    # leaves alone are allowed (QAT stages apply one recipe to one part at a time).
+    unmatched = [p for p in recipe.keep_float if p.split(".")[0] in recipe.parts or not hasattr(model, p.split(".")[0])]
+    unmatched = [p for p in unmatched if not any(
         f"{part}.{name}".startswith(p) for part in recipe.parts for name, _ in getattr(model, part).named_modules())]
-    if unmatched:  # a misspelt prefix would otherwise quantize the layer it meant to keep float
+    if unmatched:
         raise ValueError(f"keep_float prefixes match no module of the parts {list(recipe.parts)}: {unmatched}")
     report = []
     for part in recipe.parts:
