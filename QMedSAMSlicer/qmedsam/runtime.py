@@ -124,12 +124,13 @@ class CompiledClickDecoder:
                point_labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embedding, (N, 4) boxes, (N, P, 2) points and (N, P) labels 1 / 0 / -1 (256 space) -> logits
         (N, 4, 256, 256) and iou (N, 4) of all four mask tokens, token 0 first (for qmedsam.click_rule)."""
-        result = self._request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32),
-                                      2: np.ascontiguousarray(points_256, np.float32),
-                                      3: np.ascontiguousarray(point_labels, np.float32)})
-        return np.array(result[0], copy=True), np.array(result[1], copy=True)  # the request reuses its buffers
+        return _logits_and_iou(self._request.infer({0: embedding, 1: np.ascontiguousarray(boxes_256, np.float32),
+                                                    2: np.ascontiguousarray(points_256, np.float32),
+                                                    3: np.ascontiguousarray(point_labels, np.float32)}),
+                               tokens=slice(None))
 
 
-def _logits_and_iou(result) -> tuple[np.ndarray, np.ndarray]:
-    """A decoder's outputs (N, 1, 256, 256) and (N, 1) as owned arrays: the request reuses its buffers."""
-    return np.array(result[0][:, 0], copy=True), np.array(result[1][:, 0], copy=True)
+def _logits_and_iou(result, tokens: int | slice = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A decoder's outputs (N, T, 256, 256) and (N, T), of the mask tokens `tokens` (0: the box decoder's one
+    token, the axis dropped), as owned arrays: the request reuses its buffers."""
+    return np.array(result[0][:, tokens], copy=True), np.array(result[1][:, tokens], copy=True)

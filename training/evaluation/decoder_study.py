@@ -17,7 +17,6 @@ Only the validation list is read: this study chose the shipped recipe.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -26,7 +25,7 @@ import yaml
 from qmedsam.catalogue import find_model
 
 from training.evaluation import split_eval
-from training.provenance import REPO_ROOT
+from training.provenance import REPO_ROOT, sha256_file
 from training.quantization import ptq
 
 WORK = REPO_ROOT / "runs" / "decoder-study"
@@ -56,7 +55,7 @@ def pair_record(name: str, folder: Path, encoder_from: Path, decoder_from: Path)
     return {"name": name, "precision": "int8", "calibration": "ptq", "folder": folder.name,
             "encoder": "encoder.xml", "decoder": "decoder.xml",
             "description": f"study pair: encoder of {encoder_from.name}, decoder of {decoder_from.name}",
-            "sha256": {f: hashlib.sha256((folder / f).read_bytes()).hexdigest() for f in FILES},
+            "sha256": {f: sha256_file(folder / f) for f in FILES},
             "size": {f: (folder / f).stat().st_size for f in FILES}}
 
 
