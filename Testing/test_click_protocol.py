@@ -204,6 +204,39 @@ def test_local_rule_negative_click_trims_but_never_removes_most_of_the_mask():
     np.testing.assert_array_equal(refine_locally(previous, candidates_of(emptied), np.zeros(4), [click]), previous)
 
 
+def test_brush_paints_a_disk_as_wide_as_the_error_where_the_decoder_ignores_the_click():
+    from qmedsam.click_rule import brush_disk
+
+    from training.clicks.protocol import refine_locally
+
+    previous = square(np.zeros((40, 40), bool), 10, 10, 20)  # rows and columns 10..29
+    positive = Click(x=35, y=20, positive=True)  # 6 px right of the mask: a missed band
+    ignored = candidates_of(previous)
+    assert np.array_equal(refine_locally(previous, ignored, np.zeros(4), [positive]), previous)  # brush off
+    painted = refine_locally(previous, ignored, np.zeros(4), [positive], brush=True)
+    added = painted & ~previous
+    rows, cols = np.nonzero(added)
+    assert added[20, 35] and not (painted < previous).any()  # only adds, and at the click
+    assert cols.min() == 30 and cols.max() <= 39 and rows.max() - rows.min() <= 2 * 6  # reaches the mask, a 6 px disk
+    negative = Click(x=12, y=20, positive=False)  # 3 px inside the left border: a false band
+    erased = refine_locally(previous, ignored, np.zeros(4), [negative], brush=True)
+    removed = previous & ~erased
+    assert removed[20, 12] and not (erased > previous).any() and np.nonzero(removed)[1].max() <= 14
+    assert not brush_disk(previous, Click(x=20, y=20, positive=True)).any()  # inside the mask: nothing to paint
+    assert not brush_disk(previous, Click(x=2, y=2, positive=False)).any()  # outside it: nothing to erase
+    followed = square(previous.copy(), 10, 30, 3)  # the decoder follows: its change, not the disk
+    np.testing.assert_array_equal(refine_locally(previous, candidates_of(followed), np.zeros(4),
+                                                 [Click(x=31, y=11, positive=True)], brush=True), followed)
+
+
+def test_brush_disk_far_from_the_mask_is_capped():
+    from qmedsam.click_rule import BRUSH_MIN_RADIUS, brush_disk
+
+    previous = square(np.zeros((100, 100), bool), 5, 5, 4)  # 16 pixels: equivalent radius 2.3
+    painted = brush_disk(previous, Click(x=80, y=80, positive=True))
+    assert 0 < np.count_nonzero(painted) <= np.pi * BRUSH_MIN_RADIUS ** 2 + 1
+
+
 def test_all_tokens_decode_gives_the_single_mask_decode_as_token_0():
     from training.clicks.protocol import decode, decode_all_tokens
     from training.litemedsam import LiteMedSAM

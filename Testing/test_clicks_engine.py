@@ -88,7 +88,7 @@ def test_box_only_masks_are_the_same_bytes_and_never_touch_the_click_decoder(nam
     plain = engine.segment_2d(case.image, case.boxes)
     empty = engine.segment_2d(case.image, case.boxes, [[] for _ in case.boxes])
     assert plain.tobytes() == empty.tobytes() == engine.segment_2d(case.image, case.boxes, None).tobytes()
-    assert engine._click_decoder == {}  # no click: the click decoder was not even compiled
+    assert "compiled" not in engine._click_decoder  # no click: the click decoder was not even compiled
 
 
 def test_3d_without_clicks_is_the_box_only_result(shared_data, segmenter):
@@ -226,6 +226,26 @@ def test_a_click_the_decoder_does_not_follow_changes_nothing(shared_data, segmen
     assert segmenter.segment_2d(case.image, case.boxes, [[click]]).tobytes() == before.tobytes()
 
 
+def test_a_click_the_decoder_does_not_follow_paints_the_brush_disk(shared_data, segmenter):
+    """A positive click 3 px right of a CT mask that the click decoder does not follow: without the brush the mask
+    stays; with it (the engine's default) the mask gains exactly click_rule.brush_disk, which reaches the mask."""
+    from qmedsam.click_rule import brush_disk
+
+    case = load_npz_case(shared_data / "imgs" / "2DBox_CT_sammed2d-s0114111.npz")
+    before = segmenter.segment_2d(case.image, case.boxes[:1]) == 1
+    rows, cols = np.nonzero(before)
+    row = int(np.quantile(rows, 0.3))
+    click = (int(cols[rows == row].max()) + 3, row, 1)
+    engine = segmenter.sibling()
+    assert engine.click_brush
+    engine.click_brush = False
+    assert np.array_equal(engine.segment_2d(case.image, case.boxes[:1], [[click]]) == 1, before)
+    engine.click_brush = True
+    disk = brush_disk(before, click)
+    assert disk[row, click[0]] and disk[row, click[0] - 2] and np.count_nonzero(disk) < 50
+    np.testing.assert_array_equal(engine.segment_2d(case.image, case.boxes[:1], [[click]]) == 1, before | disk)
+
+
 @pytest.mark.parametrize("name", CASES_2D)
 def test_a_negative_click_never_removes_more_than_half_of_the_mask(name, shared_data, segmenter):
     case = load_npz_case(shared_data / "imgs" / f"{name}.npz")
@@ -250,15 +270,57 @@ def test_clicks_are_replayed_one_at_a_time_from_the_box_only_mask(shared_data, s
         logits, iou = segmenter.click_decoder.decode(encoded.embedding, box_256, points_to_model_space(
             clicks[None, :count, :2], height, width), clicks[None, :count, 2].astype(np.float32))
         mask = refine_locally(mask, np.stack([encoded.resizer.full_mask(t) for t in logits[0]]), iou[0],
-                              clicks[:count])
+                              clicks[:count], brush=segmenter.click_brush)
     found = segmenter.segment_2d(case.image, case.boxes, [clicks.tolist()])
     np.testing.assert_array_equal(found == 1, mask)
 
 
+def test_a_new_click_costs_one_decoder_call_and_gives_the_replayed_mask(shared_data, segmenter):
+    """The Slicer effect sends a box's whole click list each time: the engine starts from the longest prefix it
+    refined before (qmedsam.click_cache), with the same bytes as a replay from scratch."""
+    case = load_npz_case(shared_data / "imgs" / "2DBox_US_hc18-000.npz")
+    clicks = [(400, 300, 1), (350, 420, 0), (300, 200, 1)]
+    engine = segmenter.sibling()
+
+    def calls(box_clicks, on=engine):
+        before = on.stats.decoder_calls
+        found = on.segment_2d(case.image, case.boxes, [box_clicks])
+        return found, on.stats.decoder_calls - before
+
+    results = [calls(clicks[:count]) for count in range(1, len(clicks) + 1)]
+    assert [cost for _, cost in results] == [2, 1, 1]  # the box-only mask and click 1, then one call per click
+    replayed, cost = calls(clicks, on=segmenter.sibling())
+    assert cost == 4 and replayed.tobytes() == results[-1][0].tobytes()
+    undone, cost = calls(clicks[:2])  # "x" removes the last click: a result already computed
+    assert cost == 0 and undone.tobytes() == results[1][0].tobytes()
+    moved = [(410, 300, 1)] + clicks[1:]  # an earlier click changed: its prefix is not reused
+    found, cost = calls(moved)
+    assert cost == 3 and found.tobytes() == calls(moved, on=segmenter.sibling())[0].tobytes()
+    engine.use_click_decoder(find_click_decoder())  # another decoder: nothing from the old one is reused
+    assert calls(clicks)[1] == 4
+
+
+def test_click_prefix_cache_keeps_read_only_masks_within_its_budget():
+    from qmedsam.click_cache import ClickPrefixCache
+
+    cache = ClickPrefixCache(max_mb=2.5)  # room for two 1 MiB masks, not three
+    box = np.array([1.0, 2.0, 30.0, 40.0])
+    clicks = np.array([[5.0, 6.0, 1.0], [7.0, 8.0, 0.0]])
+    masks = [np.full((1024, 1024), bool(n % 2)) for n in range(3)]
+    for count, mask in enumerate(masks):
+        stored = cache.put(b"slice", box, clicks[:count], mask)
+        assert not stored.flags.writeable and stored is not mask
+    assert len(cache) == 2 and cache.longest_prefix(b"slice", box, clicks[:0]) == (0, None)  # the oldest left
+    count, found = cache.longest_prefix(b"slice", box, clicks)
+    assert count == 2 and np.array_equal(found, masks[2])
+    assert cache.longest_prefix(b"other slice", box, clicks) == (0, None)
+    assert cache.longest_prefix(b"slice", box + 1, clicks) == (0, None)
+
+
 @pytest.mark.slow
 def test_engine_rounds_agree_with_the_torch_protocol_local_rule(shared_data, private_cache_dir):
-    """The FP32 engine and the torch protocol (box+clicks+local, box round from the original decoder: the engine's
-    split) on one case: the same clicks placed, masks that agree to Dice >= 0.98 in every round."""
+    """The FP32 engine and the torch protocol (box+clicks+local+brush, box round from the original decoder: the
+    engine's split) on one case: the same clicks placed, masks that agree to Dice >= 0.98 in every round."""
     torch, pipeline = torch_click_pipeline()
     from qmedsam.engine import Segmenter
 
@@ -268,7 +330,7 @@ def test_engine_rounds_agree_with_the_torch_protocol_local_rule(shared_data, pri
     embedding, resized_hw = pipeline._embed(case.image)
     engine = Segmenter("litemedsam-fp32", threads=2, compile_cache_dir=private_cache_dir)
     rounds = list(interactive_masks(pipeline.model, embedding, resized_hw, case.boxes[0], gts == 1, gts.shape, 3,
-                                    rule="local", box_model=load_click_model(None)))
+                                    rule="local+brush", box_model=load_click_model(None)))
     worst = 1.0
     for mask, clicks in rounds:
         found = engine.segment_2d(case.image, case.boxes[:1], [[tuple(c) for c in clicks]]) == 1

@@ -7,7 +7,11 @@ for the worse. So each click is applied on its own, from the mask before it:
   else the highest predicted IoU); a negative click takes token 0 (the multimask tokens were measured to hurt);
 - only the 8-connected region of change that holds the click is applied, so a click the decoder does not follow
   (its pixel unchanged) changes nothing;
-- a negative click trims: a change that would remove more than half of the mask is not applied.
+- a negative click trims: a change that would remove more than half of the mask is not applied;
+- with `brush` (the engine's default, chosen on the validation list, docs/clicks.md), a click the decoder does
+  not follow paints or erases a disk around itself about as wide as the error it sits in, as a user would with
+  Slicer's Paint effect, instead of changing nothing; so does a negative click whose decoder change would
+  remove more than a quarter of the mask.
 
 Written once, numpy only: the engine (qmedsam.engine) and the torch protocol (training/clicks/protocol.py)
 both use it. Clicks are (x, y, positive) in image pixels, x the column and y the row.
@@ -18,6 +22,11 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+
+BRUSH_MIN_RADIUS = 3.0  # pixels: the smallest cap on a positive brush disk
+# With the brush, a negative click's decoder change that removes more than this share of the mask is replaced by
+# the brush disk (chosen on the validation list over "never": docs/clicks.md).
+BRUSH_NEGATIVE_LIMIT = 0.25
 
 
 def click_pixel(click) -> tuple[int, int]:
@@ -97,12 +106,41 @@ def chosen_token(candidates: np.ndarray, iou: np.ndarray, clicks: Sequence) -> i
     return 0 if 0 in best else max(best, key=lambda index: float(iou[index]))
 
 
-def refine_locally(previous: np.ndarray, candidates: np.ndarray, iou: np.ndarray, clicks: Sequence) -> np.ndarray:
+def brush_disk(previous: np.ndarray, click) -> np.ndarray:
+    """The brush stroke for a click the decoder did not follow: the disk around the clicked pixel that reaches
+    the nearest pixel of the other kind (for a positive click the nearest mask pixel, for a negative one the
+    nearest pixel outside the mask), so it covers about the width of the error the click sits in. Positive
+    disks are capped at half the mask's equivalent radius (at least BRUSH_MIN_RADIUS) so that a click far from
+    the mask cannot paint a large blob. Pixels the stroke would change, as a bool image (empty when none)."""
+    row, col = click_pixel(click)
+    positive = bool(click[2])
+    other_rows, other_cols = np.nonzero(~previous if not positive else previous)
+    if other_rows.size == 0:
+        return np.zeros(previous.shape, bool)
+    radius = float(np.sqrt(np.min((other_rows - row) ** 2 + (other_cols - col) ** 2)))
+    if positive:
+        radius = min(radius, max(BRUSH_MIN_RADIUS, 0.5 * np.sqrt(np.count_nonzero(previous) / np.pi)))
+    reach = int(np.ceil(radius))
+    rows = np.arange(max(row - reach, 0), min(row + reach + 1, previous.shape[0]))
+    cols = np.arange(max(col - reach, 0), min(col + reach + 1, previous.shape[1]))
+    disk = np.zeros(previous.shape, bool)
+    disk[np.ix_(rows, cols)] = (rows[:, None] - row) ** 2 + (cols[None, :] - col) ** 2 < radius ** 2
+    return disk & (previous != positive)
+
+
+def refine_locally(previous: np.ndarray, candidates: np.ndarray, iou: np.ndarray, clicks: Sequence,
+                   brush: bool = False) -> np.ndarray:
     """The mask after the last of `clicks`, from the mask before it (`previous`, (H, W) bool) and the decoder's
-    masks for box + all clicks (`candidates` (4, H, W) bool, token 0 first; `iou` (4,) their predicted IoU)."""
+    masks for box + all clicks (`candidates` (4, H, W) bool, token 0 first; `iou` (4,) their predicted IoU).
+    `brush`: where the decoder does not follow the click, or would remove more than BRUSH_NEGATIVE_LIMIT of the
+    mask for a negative one, apply `brush_disk` instead."""
     click = clicks[-1]
     change = candidates[chosen_token(candidates, iou, clicks)] ^ previous
     region = component_at(change, *click_pixel(click))
+    removed = np.count_nonzero(region & previous)
+    too_much = not bool(click[2]) and removed > BRUSH_NEGATIVE_LIMIT * np.count_nonzero(previous)
+    if brush and (not region.any() or too_much):
+        region = brush_disk(previous, click)
     if not region.any():
         return previous
     refined = previous ^ region
@@ -111,4 +149,5 @@ def refine_locally(previous: np.ndarray, candidates: np.ndarray, iou: np.ndarray
     return refined
 
 
-__all__ = ["bounding_region", "chosen_token", "click_pixel", "clicks_satisfied", "component_at", "refine_locally"]
+__all__ = ["BRUSH_MIN_RADIUS", "BRUSH_NEGATIVE_LIMIT", "bounding_region", "brush_disk", "chosen_token",
+           "click_pixel", "clicks_satisfied", "component_at", "refine_locally"]

@@ -23,6 +23,7 @@ from typing import Callable
 import numpy as np
 
 from .catalogue import ClickDecoderEntry, ModelEntry, find_click_decoder, find_model
+from .click_cache import ClickPrefixCache
 from .click_rule import bounding_region, refine_locally
 from .errors import QMedSAMError
 from .postprocess import MaskResizer
@@ -48,6 +49,8 @@ EMBEDDING_MB = 256 * 64 * 64 * 4 / 2**20  # one cached image embedding: 4 MiB
 # Peak working memory of the FP32 decoder per box in a batch: `qmedsam bench` measures it (peak RSS growth
 # from 1 to 33 boxes in a fresh process, "decoder working memory" line); this is that number rounded up.
 DECODER_MB_PER_BOX = 36.0
+# Masks kept after each click prefix (qmedsam.click_cache): 256 results of a 512 x 512 image.
+CLICK_PREFIX_MB = 64.0
 
 Progress = Callable[[int, int], None]  # (steps done, steps in all)
 # Per box: (label, box in 256 space, (P, 3) clicks x, y, positive in image pixels), P >= 0.
@@ -113,6 +116,7 @@ class _Slice:
     embedding: np.ndarray
     resizer: MaskResizer
     shape: tuple[int, int]
+    key: bytes  # EmbeddingCache.key of the image
 
 
 @dataclass
@@ -137,13 +141,18 @@ class Segmenter:
         self.runtime = CompiledPair(self.entry, threads=threads, cache_dir=compile_cache_dir,
                                     inference_precision=inference_precision)
         self._models_dir = models_dir
-        self._click_decoder: dict = {}  # compiled on the first click; shared with siblings (copy.copy)
+        # compiled on the first click; shared with siblings (copy.copy). "generation" counts decoder swaps, so
+        # that no sibling reuses a mask its click-prefix cache holds from an earlier decoder.
+        self._click_decoder: dict = {"generation": 0}
+        # a click the decoder does not follow paints/erases a disk around it (qmedsam.click_rule, docs/clicks.md)
+        self.click_brush = True
         self._start_fresh(cache_mb, decoder_memory_mb)
 
     def _start_fresh(self, cache_mb: float, decoder_memory_mb: float) -> None:
         self.cache = EmbeddingCache(cache_mb)
         self.block_size = max(1, int(decoder_memory_mb // DECODER_MB_PER_BOX))
         self.stats = EngineStats()
+        self.click_prefixes = ClickPrefixCache(CLICK_PREFIX_MB)
 
     def sibling(self, cache_mb: float = 512.0, decoder_memory_mb: float = 512.0) -> Segmenter:
         """Another Segmenter on the same compiled model (the expensive part) with its own cache, block size and
@@ -163,6 +172,7 @@ class Segmenter:
     def use_click_decoder(self, entry: ClickDecoderEntry) -> None:
         """Decode clicks with `entry` (e.g. a locally built variant) instead of the catalogue's; siblings too."""
         self._click_decoder["compiled"] = CompiledClickDecoder(self.runtime, entry)
+        self._click_decoder["generation"] += 1
 
     # -- building blocks -------------------------------------------------------------------------------
     def encode(self, image: np.ndarray) -> _Slice:
@@ -176,7 +186,7 @@ class Segmenter:
         else:
             self.stats.cache_hits += 1
         resized_hw = resized_shape(*image.shape[:2])
-        return _Slice(embedding, MaskResizer(resized_hw, image.shape[:2]), image.shape[:2])
+        return _Slice(embedding, MaskResizer(resized_hw, image.shape[:2]), image.shape[:2], key)
 
     def decode_logits(self, encoded: _Slice, boxes_256: np.ndarray,
                       points: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -232,15 +242,22 @@ class Segmenter:
     def refine_with_clicks(self, encoded: _Slice, box_256: np.ndarray, clicks: np.ndarray) -> np.ndarray:
         """One box's full-size mask after its (P, 3) clicks (x, y, positive in image pixels): the box-only mask,
         then each click in turn through the click decoder (box + clicks so far, all four tokens) and the local
-        click rule, at the image's resolution as the torch protocol applies it. One decoder call per click."""
-        logits, _ = self.decode_logits(encoded, box_256[None])
-        mask = encoded.resizer.full_mask(logits[0])
+        click rule, at the image's resolution as the torch protocol applies it. One decoder call per click, from
+        the longest prefix of these clicks already refined on this slice and box (so a new click costs one call).
+        The returned mask is read-only (it is the cached result)."""
+        slice_key = encoded.key + f"{self._click_decoder['generation']} {self.click_brush}".encode()
+        done, mask = self.click_prefixes.longest_prefix(slice_key, box_256, clicks)
+        if mask is None:
+            logits, _ = self.decode_logits(encoded, box_256[None])
+            mask = self.click_prefixes.put(slice_key, box_256, clicks[:0], encoded.resizer.full_mask(logits[0]))
         points = points_to_model_space(clicks[:, :2], *encoded.shape)[None]
         point_labels = clicks[None, :, 2].astype(np.float32)
-        for count in range(1, len(clicks) + 1):
+        for count in range(done + 1, len(clicks) + 1):
             logits, iou = self.decode_logits(encoded, box_256[None], (points[:, :count], point_labels[:, :count]))
             candidates = np.stack([encoded.resizer.full_mask(token) for token in logits[0]])
-            mask = refine_locally(mask, candidates, iou[0], clicks[:count])
+            mask = self.click_prefixes.put(slice_key, box_256, clicks[:count],
+                                           refine_locally(mask, candidates, iou[0], clicks[:count],
+                                                          brush=self.click_brush))
         return mask
 
     # -- public API ------------------------------------------------------------------------------------
@@ -250,7 +267,8 @@ class Segmenter:
         `clicks`: None, or one list per box of (x, y, positive) in image pixels (x column, y row; positive 1 or
         0, True/False), empty for a box without clicks. A box with clicks starts from its box-only mask and
         applies its clicks in order through the local click rule (`refine_with_clicks`): a click the decoder does
-        not follow changes nothing. The image is encoded once (cached); P clicks cost P + 1 decoder calls.
+        not follow changes nothing. The image is encoded once (cached); P clicks cost P + 1 decoder calls, and a
+        call that adds clicks to a box's earlier ones costs one decoder call per new click.
         """
         image = validate_image_2d(image)
         boxes = validate_boxes_2d(boxes, image.shape[:2])

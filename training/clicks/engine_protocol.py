@@ -30,9 +30,9 @@ from training.clicks.protocol import (
     case_list,
     click_rounds,
     read_case_2d,
-    results_json,
     score_objects,
     summarise,
+    write_results,
 )
 from training.datasets.cases import DEFAULT_DATA, DEFAULT_DATA_IN_REPO, discover
 from training.provenance import invoked_command, library_versions
@@ -67,12 +67,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--split", type=Path, help="split.yaml: evaluate only the cases of --part")
     parser.add_argument("--part", default="test", help="which list of --split (default test)")
     parser.add_argument("--rounds", type=int, default=MAX_ROUNDS)
+    parser.add_argument("--brush", choices=["on", "off", "engine"], default="engine",
+                        help="the click rule's brush for clicks the decoder does not follow (default: the engine's)")
     parser.add_argument("--click-models-dir", type=Path, default=None,
                         help="catalogue folder whose click decoder to use (default: the shipped one)")
     parser.add_argument("--threads", type=int, default=2, help="OpenVINO threads (default 2)")
     parser.add_argument("--out", type=Path, required=True, help="JSON results")
     args = parser.parse_args(argv)
     segmenter = Segmenter(args.model, threads=args.threads)
+    if args.brush != "engine":
+        segmenter.click_brush = args.brush == "on"
     if args.click_models_dir is not None:
         segmenter.use_click_decoder(find_click_decoder(args.click_models_dir))
     started = time.time()
@@ -85,15 +89,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                  f"{decoder.record['source_checkpoint']['step']})",
         "model_sha256": {**segmenter.entry.sha256, **decoder.sha256},
         "protocol": "training/clicks/protocol.py's (click_rounds, next_click, score_objects), each mask from "
-                    "Segmenter.segment_2d(image, [box], [clicks]): box-only mask, then the clicks replayed one at a "
-                    "time through the click decoder and the local click rule (qmedsam.click_rule); no mask prompt",
+                    "Segmenter.segment_2d(image, [box], [clicks]): box-only mask, then the clicks one at a time "
+                    "through the click decoder and the local click rule (qmedsam.click_rule; its brush as "
+                    "click_brush says); no mask prompt",
+        "click_brush": segmenter.click_brush,
         "cpu": machine_info(args.threads)["cpu"], "threads": args.threads,
         "versions": library_versions("openvino", "numpy"),
         "seconds": round(time.time() - started, 1),
         "variants": variants,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(results_json(result))
+    write_results(args.out, result)
     for group, scores in variants["box+clicks"]["summary"].items():
         print(f"{group:12s} n={scores['objects']:3d} DSC {' '.join(f'{v:.3f}' for v in scores['dsc'])}"
               f"  AUC {scores['dsc_auc']:.3f}")

@@ -1,12 +1,16 @@
 """Decoder latency per click: what a click costs once the slice is encoded (issue 17, the Slicer preview).
 
-One box of a real case, 0..5 clicks, the image already in the engine's embedding cache (the Slicer effect
-encodes the slice under the mouse in the background), median of --repeats calls after a warm-up:
-- `segment_2d` on a cache hit: what the effect's preview pays (hash lookup, the box-only decoder, then one click
-  decoder call per click as the local click rule replays them, each with its four token masks back to full size);
+One box of a real case, 0..5 clicks (prefixes of one list of 5), the image already in the engine's embedding
+cache (the Slicer effect encodes the slice under the mouse in the background), median of --repeats calls after a
+warm-up:
+- `segment_2d`, new click: what the effect's preview pays for click n when clicks 1..n-1 were refined before
+  (the engine's click-prefix cache, qmedsam.click_cache: hash lookups and one click-decoder call with its four
+  token masks back to full size, then the local click rule);
+- `segment_2d`, replay: the same call with the click-prefix cache emptied first (the box-only decoder, then one
+  click-decoder call per click), as before the cache;
 - the decoder call alone (the box-only decoder for 0 clicks, one click-decoder call with all 1..5 clicks).
 
-    python -m training.clicks.latency --threads 2 --out docs/measurements/clicks-engine-latency.json
+    python -m training.clicks.latency --threads 2 --out docs/measurements/clicks-engine-latency-prefix-cache.json
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
@@ -40,13 +46,26 @@ def click_positions(box: np.ndarray, count: int) -> list:
     return [(float(x), float(y), int(i % 2 == 0)) for i, (x, y) in enumerate(zip(xs, ys))]
 
 
+def _median_after_setup_ms(setup, function, repeats: int, warmup: int = 2) -> float:
+    """Median time of `function`, each run after an untimed `setup`."""
+    times = []
+    for index in range(warmup + repeats):
+        setup()
+        start = time.perf_counter()
+        function()
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
 def measure(segmenter: Segmenter, image: np.ndarray, box: np.ndarray, repeats: int) -> list[dict]:
     height, width = image.shape[:2]
     encoded = segmenter.encode(image)  # the cache now holds the embedding: every call below is a hit
     box_256 = boxes_to_model_space(box[None], height, width)
+    all_clicks = click_positions(box, MAX_CLICKS)
     rows = []
     for count in range(MAX_CLICKS + 1):
-        clicks = click_positions(box, count)
+        clicks = all_clicks[:count]
         if count == 0:
             decoder = partial(segmenter.runtime.decode, encoded.embedding, box_256)
         else:
@@ -54,7 +73,17 @@ def measure(segmenter: Segmenter, image: np.ndarray, box: np.ndarray, repeats: i
             labels = np.array(clicks, np.float32)[None, :, 2]
             decoder = partial(segmenter.click_decoder.decode, encoded.embedding, box_256, points, labels)
         preview = partial(segmenter.segment_2d, image, box[None], [clicks])
-        rows.append({"clicks": count, "segment_2d_cache_hit_ms": round(_median_ms(preview, repeats, warmup=2), 1),
+        before = all_clicks[:max(count - 1, 0)]
+
+        def earlier_clicks_refined(before=before):
+            segmenter.click_prefixes.clear()
+            segmenter.segment_2d(image, box[None], [before])
+
+        rows.append({"clicks": count,
+                     "segment_2d_new_click_ms": round(_median_after_setup_ms(earlier_clicks_refined, preview,
+                                                                             repeats), 1),
+                     "segment_2d_replay_ms": round(_median_after_setup_ms(segmenter.click_prefixes.clear, preview,
+                                                                          repeats), 1),
                      "decoder_ms": round(_median_ms(decoder, repeats, warmup=2), 1)})
     return rows
 
@@ -80,9 +109,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print("\n".join(format_machine(machine)))
     print(f"model {segmenter.entry.name}, click decoder {segmenter.click_decoder.entry.name}, case {args.case} "
           f"{case.image.shape[1]}x{case.image.shape[0]}, 1 box, load average {load:.1f}")
-    print("clicks  segment_2d (cache hit) ms  decoder alone ms")
+    print("clicks  segment_2d new click ms  segment_2d replay ms  decoder alone ms")
     for row in rows:
-        print(f"{row['clicks']:6d}  {row['segment_2d_cache_hit_ms']:26.1f}  {row['decoder_ms']:16.1f}")
+        print(f"{row['clicks']:6d}  {row['segment_2d_new_click_ms']:23.1f}  {row['segment_2d_replay_ms']:20.1f}  "
+              f"{row['decoder_ms']:16.1f}")
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"command": invoked_command(), "machine": machine, "load_average_1min": load,

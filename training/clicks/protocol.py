@@ -21,6 +21,7 @@ so 5 is the maximum), as the challenge's area under the curve; mean per modality
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import sys
 import time
@@ -45,7 +46,8 @@ MAX_ROUNDS = 5
 NOT_A_POINT = -1  # SAM's label of a padding point: its embedding is not_a_point_embed, no position
 EIGHT_CONNECTED = np.ones((3, 3), bool)
 # name -> (previous logits as mask prompt, click rule); the first two are the issue's, the third docs/clicks.md's
-VARIANTS = {"box+clicks": (False, "plain"), "box+clicks+mask": (True, "plain"), "box+clicks+local": (False, "local")}
+VARIANTS = {"box+clicks": (False, "plain"), "box+clicks+mask": (True, "plain"), "box+clicks+local": (False, "local"),
+            "box+clicks+local+brush": (False, "local+brush")}
 
 
 class Click(NamedTuple):
@@ -173,7 +175,8 @@ def interactive_masks(model: LiteMedSAM, embedding: Tensor, resized_hw: tuple, b
                       box_model: Optional[LiteMedSAM] = None) -> Iterator[tuple[np.ndarray, list]]:
     """One object's (mask, clicks so far) with the torch model; the box alone is model.decode itself (or
     box_model.decode: the engine's split, the original decoder for the box and the click decoder for clicks).
-    rule "local": each click through `refine_locally` (no mask prompt)."""
+    rule "local": each click through `refine_locally` (no mask prompt); "local+brush": with its brush (the engine's
+    default) for clicks the decoder does not follow."""
     height, width = original_hw
     box_256 = torch.as_tensor(scale_box(box, height, width)[None])
     previous = []  # the last low-res logits, for the mask prompt
@@ -182,12 +185,12 @@ def interactive_masks(model: LiteMedSAM, embedding: Tensor, resized_hw: tuple, b
     def segment(clicks: list) -> np.ndarray:
         if not clicks:
             logits, _ = decode(box_model or model, embedding, box_256)
-        elif rule == "local":
+        elif rule in ("local", "local+brush"):
             points, labels = clicks_to_model_space(clicks, height, width)
             logits, iou = decode_all_tokens(model, embedding, box_256, torch.from_numpy(points[None]),
                                             torch.from_numpy(labels[None]))
             candidates = logits_to_masks(logits[0][:, None], resized_hw, original_hw)
-            masks.append(refine_locally(masks[-1], candidates, iou[0].numpy(), clicks))
+            masks.append(refine_locally(masks[-1], candidates, iou[0].numpy(), clicks, brush=rule == "local+brush"))
             return masks[-1]
         else:
             points, labels = clicks_to_model_space(clicks, height, width)
@@ -304,6 +307,14 @@ def results_json(result: dict) -> str:
     return text + "\n"
 
 
+def write_results(path: Path, result: dict) -> None:
+    """`results_json` to `path`, gzip-compressed when it ends in .gz (the pool runs' per-object files: hundreds of
+    kB of JSON each, against the repository's size budget, Testing/test_repository_size.py)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = results_json(result).encode()
+    path.write_bytes(gzip.compress(data, compresslevel=9, mtime=0) if path.suffix == ".gz" else data)
+
+
 def load_click_model(checkpoint: Optional[Path]) -> LiteMedSAM:
     """The float LiteMedSAM, with a click fine-tuning checkpoint's prompt encoder + mask decoder if given."""
     model = load_litemedsam()
@@ -350,15 +361,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "protocol": "per object: box, then up to 5 clicks at the interior (max EDT, image border = border) of "
                     "the largest 8-connected FN∪FP region, positive iff the ground truth holds the object there; "
                     "re-segmented with box + all clicks (+ previous low-res logits as mask prompt in "
-                    "'box+clicks+mask'; through refine_locally in 'box+clicks+local'); each object decoded on its "
-                    "own; no click once an object has no error",
+                    "'box+clicks+mask'; through refine_locally in 'box+clicks+local', with its brush in "
+                    "'box+clicks+local+brush'); each object decoded on its own; no click once an object has no error",
         "auc": "trapezoid area of the per-object score over click index 0..5 (unit steps, maximum 5), averaged",
         "nsd": "qmedsam.metrics, 2 mm tolerance at 1 mm pixels, 0 where DSC <= 0.2",
         "seconds": round(time.time() - started, 1),
         "variants": variants,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(results_json(result))
+    write_results(args.out, result)
     for name, variant in variants.items():
         for group, scores in variant["summary"].items():
             print(f"{name:16s} {group:12s} n={scores['objects']:3d} DSC {' '.join(f'{v:.3f}' for v in scores['dsc'])}"
