@@ -3,7 +3,8 @@ summed by (node type, kernel), for two or more catalogue models side by side (is
 
 The int8_speed benchmark says which model is slower; this says which kernels make the difference, e.g. the
 per-box image projections an unfolded decoder computes, or a Transpose left on a float tensor. One thread, so
-that other work on the machine disturbs the ratios less; medians of --repeats runs per node.
+that other work on the machine disturbs the ratios less (--threads to compare at more); medians of --repeats
+runs per node.
 
     python -m training.evaluation.node_profile litemedsam-int8-ptq litemedsam-nncf-int8 \\
         --json docs/measurements/node-profile.json
@@ -58,15 +59,16 @@ def profile(compiled: ov.CompiledModel, inputs: dict, repeats: int) -> dict:
             "runtime_nodes": {name: layers.get(name, 0) for name in COUNTED}}
 
 
-def profile_models(names: Sequence[str], repeats: int) -> dict:
+def profile_models(names: Sequence[str], repeats: int, threads: int = 1) -> dict:
     core = ov.Core()
+    settings = dict(SETTINGS, INFERENCE_NUM_THREADS=threads)
     image = to_model_input(load_npz_case(DEFAULT_IMAGE).image)[0]
     result = {}
     for name in names:
         models_dir, model, _ = parse_model_spec(name)
         entry = find_model(model, models_dir)
-        encoder = core.compile_model(str(entry.folder / entry.encoder), "CPU", SETTINGS)
-        decoder = core.compile_model(str(entry.folder / entry.decoder), "CPU", SETTINGS)
+        encoder = core.compile_model(str(entry.folder / entry.encoder), "CPU", settings)
+        decoder = core.compile_model(str(entry.folder / entry.decoder), "CPU", settings)
         embedding = encoder.create_infer_request().infer({0: image})[encoder.output(0)]
         result[name] = {"encoder": profile(encoder, {0: image}, repeats),
                         "decoder_16_boxes": profile(decoder, {0: embedding, 1: BOXES}, repeats)}
@@ -91,16 +93,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", help="catalogue names or folder:name (as int8_speed)")
     parser.add_argument("--repeats", type=int, default=5, help="runs per node median (default 5)")
+    parser.add_argument("--threads", type=int, default=1, help="OpenVINO threads (default 1: least disturbed)")
     parser.add_argument("--json", type=Path, help="also write the summary as JSON")
     args = parser.parse_args(argv)
-    machine = machine_info(1)
+    machine = machine_info(args.threads)
     print("\n".join(format_machine(machine)))
-    result = profile_models(args.models, args.repeats)
+    result = profile_models(args.models, args.repeats, args.threads)
     print_comparison(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        settings = dict(SETTINGS, INFERENCE_NUM_THREADS=args.threads)
         args.json.write_text(json.dumps({"command": invoked_command(), "machine": machine, "repeats": args.repeats,
-                                         "settings": SETTINGS, "models": result}, indent=1) + "\n")
+                                         "settings": settings, "models": result}, indent=1) + "\n")
     return 0
 
 
