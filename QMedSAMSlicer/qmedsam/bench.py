@@ -32,14 +32,17 @@ MEMORY_PROBE_BOXES = 241
 MEMORY_PROBE_SHAPE = (1920, 2560)
 
 
-def _median_ms(function, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        function()
+def _median_ms(function, repeats: int, warmup: int = 1, setup=None) -> float:
+    """Median wall time of `function` over `repeats` runs after `warmup` ones; `setup`, if given, runs untimed
+    before each."""
     times = []
-    for _ in range(repeats):
+    for index in range(warmup + repeats):
+        if setup is not None:
+            setup()
         start = time.perf_counter()
         function()
-        times.append(time.perf_counter() - start)
+        if index >= warmup:
+            times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 
 

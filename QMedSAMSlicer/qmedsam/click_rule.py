@@ -128,6 +128,12 @@ def brush_disk(previous: np.ndarray, click) -> np.ndarray:
     return disk & (previous != positive)
 
 
+def _erases_too_much(previous: np.ndarray, region: np.ndarray, click) -> bool:
+    """A negative click's decoder change that removes more than BRUSH_NEGATIVE_LIMIT of the mask."""
+    return not bool(click[2]) and \
+        np.count_nonzero(region & previous) > BRUSH_NEGATIVE_LIMIT * np.count_nonzero(previous)
+
+
 def refine_locally(previous: np.ndarray, candidates: np.ndarray, iou: np.ndarray, clicks: Sequence,
                    brush: bool = False) -> np.ndarray:
     """The mask after the last of `clicks`, from the mask before it (`previous`, (H, W) bool) and the decoder's
@@ -137,9 +143,7 @@ def refine_locally(previous: np.ndarray, candidates: np.ndarray, iou: np.ndarray
     click = clicks[-1]
     change = candidates[chosen_token(candidates, iou, clicks)] ^ previous
     region = component_at(change, *click_pixel(click))
-    removed = np.count_nonzero(region & previous)
-    too_much = not bool(click[2]) and removed > BRUSH_NEGATIVE_LIMIT * np.count_nonzero(previous)
-    if brush and (not region.any() or too_much):
+    if brush and (not region.any() or _erases_too_much(previous, region, click)):
         region = brush_disk(previous, click)
     if not region.any():
         return previous

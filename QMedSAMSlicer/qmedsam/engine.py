@@ -266,8 +266,9 @@ class Segmenter:
 
         `clicks`: None, or one list per box of (x, y, positive) in image pixels (x column, y row; positive 1 or
         0, True/False), empty for a box without clicks. A box with clicks starts from its box-only mask and
-        applies its clicks in order through the local click rule (`refine_with_clicks`): a click the decoder does
-        not follow changes nothing. The image is encoded once (cached); P clicks cost P + 1 decoder calls, and a
+        applies its clicks in order through the local click rule (`refine_with_clicks`): where the decoder does
+        not follow a click, the rule's brush paints or erases a disk around it (`click_brush`, qmedsam.click_rule;
+        off: it changes nothing). The image is encoded once (cached); P clicks cost P + 1 decoder calls, and a
         call that adds clicks to a box's earlier ones costs one decoder call per new click.
         """
         image = validate_image_2d(image)

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Optional, Sequence
@@ -46,18 +44,6 @@ def click_positions(box: np.ndarray, count: int) -> list:
     return [(float(x), float(y), int(i % 2 == 0)) for i, (x, y) in enumerate(zip(xs, ys))]
 
 
-def _median_after_setup_ms(setup, function, repeats: int, warmup: int = 2) -> float:
-    """Median time of `function`, each run after an untimed `setup`."""
-    times = []
-    for index in range(warmup + repeats):
-        setup()
-        start = time.perf_counter()
-        function()
-        if index >= warmup:
-            times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
-
-
 def measure(segmenter: Segmenter, image: np.ndarray, box: np.ndarray, repeats: int) -> list[dict]:
     height, width = image.shape[:2]
     encoded = segmenter.encode(image)  # the cache now holds the embedding: every call below is a hit
@@ -80,10 +66,8 @@ def measure(segmenter: Segmenter, image: np.ndarray, box: np.ndarray, repeats: i
             segmenter.segment_2d(image, box[None], [before])
 
         rows.append({"clicks": count,
-                     "segment_2d_new_click_ms": round(_median_after_setup_ms(earlier_clicks_refined, preview,
-                                                                             repeats), 1),
-                     "segment_2d_replay_ms": round(_median_after_setup_ms(segmenter.click_prefixes.clear, preview,
-                                                                          repeats), 1),
+                     "segment_2d_new_click_ms": round(_median_ms(preview, repeats, 2, earlier_clicks_refined), 1),
+                     "segment_2d_replay_ms": round(_median_ms(preview, repeats, 2, segmenter.click_prefixes.clear), 1),
                      "decoder_ms": round(_median_ms(decoder, repeats, warmup=2), 1)})
     return rows
 
