@@ -30,6 +30,7 @@ from qmedsam.preprocess import to_model_input
 from training.evaluation.int8_speed import BOXES, DEFAULT_IMAGE
 from training.evaluation.quant_table import parse_model_spec
 from training.provenance import invoked_command
+from training.quantization.export_qcdq import runtime_layers
 
 SETTINGS = {"PERF_COUNT": True, "INFERENCE_NUM_THREADS": 1, "INFERENCE_PRECISION_HINT": "f32",
             "PERFORMANCE_HINT": "LATENCY"}
@@ -52,16 +53,20 @@ def profile(compiled: ov.CompiledModel, inputs: dict, repeats: int) -> dict:
     for node, values in times.items():
         by_kind[kinds[node]][0] += float(np.median(values))
         by_kind[kinds[node]][1] += 1
-    layers = Counter(op.get_rt_info()["layerType"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops())
+    layers = Counter(layer for layer, _ in runtime_layers(compiled))
     return {"wall_ms": round(float(np.median(walls)), 1),
             "by_kind": {kind: {"ms": round(ms, 2), "nodes": n} for kind, (ms, n) in
                         sorted(by_kind.items(), key=lambda item: -item[1][0])},
             "runtime_nodes": {name: layers.get(name, 0) for name in COUNTED}}
 
 
+def settings_for(threads: int) -> dict:
+    return dict(SETTINGS, INFERENCE_NUM_THREADS=threads)
+
+
 def profile_models(names: Sequence[str], repeats: int, threads: int = 1) -> dict:
     core = ov.Core()
-    settings = dict(SETTINGS, INFERENCE_NUM_THREADS=threads)
+    settings = settings_for(threads)
     image = to_model_input(load_npz_case(DEFAULT_IMAGE).image)[0]
     result = {}
     for name in names:
@@ -102,9 +107,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print_comparison(result)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        settings = dict(SETTINGS, INFERENCE_NUM_THREADS=args.threads)
         args.json.write_text(json.dumps({"command": invoked_command(), "machine": machine, "repeats": args.repeats,
-                                         "settings": settings, "models": result}, indent=1) + "\n")
+                                         "settings": settings_for(args.threads), "models": result}, indent=1) + "\n")
     return 0
 
 

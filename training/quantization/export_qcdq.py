@@ -116,9 +116,9 @@ def _image_token_change(chain: list) -> list:
     back into an image (a Transpose of (N, L, C) tokens, then a Reshape to N, C, H, W: the upscaling
     deconvolution's input). Other layout changes (attention heads split or merged) are left alone: OpenVINO
     fuses those attentions whole, quantizers included."""
-    first = chain[0]
-    if first.get_type_name() != "Reshape":
+    if not chain or chain[0].get_type_name() != "Reshape":
         return []
+    first = chain[0]
     if _rank(first.input_value(0)) == 4 and _rank(first.output(0)) == 3:
         return chain[:1]
     if len(chain) >= 2 and chain[1].get_type_name() == "Transpose" and _rank(chain[1].input_value(0)) == 3 \
@@ -145,8 +145,7 @@ def hoist_quantize_above_layout(model: ov.Model) -> int:
         if any(fq.input_value(i).get_partial_shape().is_dynamic or
                int(np.prod(fq.input_value(i).get_shape())) != 1 for i in range(1, 5)):
             continue
-        chain = _layout_chain(fq)
-        chain = _image_token_change(chain) if chain else []
+        chain = _image_token_change(_layout_chain(fq))
         if not chain:
             continue
         source = chain[-1].input_value(0)
@@ -224,10 +223,12 @@ def runtime_precisions(xml: Path, threads: int = 2) -> dict:
     read from the compiled model's execution graph (f32 float arithmetic, as the engine uses)."""
     compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
                                                          "INFERENCE_NUM_THREADS": threads})
-    counts = Counter()
-    for op in compiled.get_runtime_model().get_ordered_ops():
-        info = op.get_rt_info()
-        layer, precision = info["layerType"].astype(str), info["runtimePrecision"].astype(str)
-        if _counted_layer(layer, precision):
-            counts[f"{layer} {precision}"] += 1
+    counts = Counter(f"{layer} {precision}" for layer, precision in runtime_layers(compiled)
+                     if _counted_layer(layer, precision))
     return dict(sorted(counts.items()))
+
+
+def runtime_layers(compiled: ov.CompiledModel) -> list[tuple[str, str]]:
+    """(layer type, runtime precision) of every node of a compiled model's execution graph, in order."""
+    return [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+            for op in compiled.get_runtime_model().get_ordered_ops()]
