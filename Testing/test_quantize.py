@@ -17,7 +17,8 @@ from torch import nn
 from training.litemedsam import load_litemedsam
 from training.litemedsam.layers import MatMul
 from training.provenance import REPO_ROOT
-from training.quantization.export_qcdq import fold_weight_clips, runtime_precisions
+from training.quantization.export_qcdq import convert_quantized, fold_weight_clips, runtime_precisions
+from training.quantization.module_names import module_name_matches
 from training.quantization.ptq import load_recipe
 from training.quantization.quantize import QuantMatMul, QuantRecipe, calibrate, fold_batchnorm, quantize
 
@@ -101,6 +102,62 @@ def test_measured_recipe_keeps_depthwise_and_patch_embedding_float():
     assert isinstance(model.image_encoder.layers[0].blocks[0].conv2.c, nn.Conv2d)
 
 
+def test_keep_float_patterns_name_whole_modules_and_a_pattern_that_names_none_is_refused():
+    model = load_litemedsam().eval()
+    recipe = QuantRecipe.from_dict({"keep_float": ["image_encoder.layers.*.local_conv"]})
+    kept = [row["layer"] for row in quantize(model, recipe) if not row["quantized"]]
+    assert len(kept) == 10 and all(name.endswith(".local_conv.c") for name in kept)  # the MBConv ones quantized
+    # A prefix ends at a name boundary: "layers.1" must not also keep layers.10+ (or "blocks.1" blocks.11) float.
+    assert module_name_matches("image_encoder.layers.1.blocks.0", "image_encoder.layers.1")
+    assert not module_name_matches("image_encoder.layers.10", "image_encoder.layers.1")
+    with pytest.raises(ValueError, match="local_convv"):
+        quantize(load_litemedsam().eval(), QuantRecipe.from_dict({"keep_float": ["image_encoder.*.local_convv"]}))
+
+
+def test_depthwise_inputs_per_channel_get_one_scale_per_channel_and_run_int8():
+    from brevitas.graph.calibrate import calibration_mode  # after quantize's import, which silences a Brevitas notice
+
+    model = load_litemedsam().eval()
+    recipe = QuantRecipe.from_dict({"parts": ["image_encoder"], "weight_per_channel": True, "unsigned_inputs": True,
+                                    "depthwise_inputs_per_channel": True,
+                                    "keep_float": ["image_encoder.layers.*.local_conv", "image_encoder.layers.1",
+                                                   "image_encoder.layers.2", "image_encoder.layers.3"]})
+    quantize(model, recipe)
+    depthwise, dense = model.image_encoder.layers[0].blocks[0].conv2.c, model.image_encoder.layers[0].blocks[0].conv1.c
+    images = torch.rand(2, 3, 256, 256)
+    with torch.no_grad(), calibration_mode(model.image_encoder):
+        model.image_encoder(images)
+    assert depthwise.input_quant.scale().shape == (1, depthwise.in_channels, 1, 1)
+    assert depthwise.input_quant.is_signed and dense.input_quant.scale().numel() == 1  # only depthwise layers
+    # The shipped default: stage 0's two MBConv depthwise convolutions run OpenVINO's int8 depthwise kernel.
+    entry = find_model(INT8_MODEL)
+    compiled = ov.Core().compile_model(str(entry.folder / entry.encoder), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    stage0 = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
+              if "/layers.0/blocks." in op.get_friendly_name()
+              and op.get_friendly_name().endswith("conv2/c/Conv/WithoutBiases")]
+    assert stage0 == ["u8", "u8"]
+
+
+def test_folded_decoder_recipe_quantizes_the_products_that_run_at_inference(float_model, us_image):
+    """fold_decoder_projections switches the exact re-associations on before the quantizers are placed: the folded
+    per-box products are what gets calibrated, and the calibrated model still follows the float decoder."""
+    model = load_litemedsam().eval()
+    recipe = QuantRecipe.from_dict({"parts": ["mask_decoder"], "fold_decoder_projections": True})
+    quantize(model, recipe)
+    transformer = model.mask_decoder.transformer
+    assert transformer.layers[1].cross_attn_token_to_image.fold_keys
+    assert transformer.layers[1].cross_attn_image_to_token.fold_queries
+    assert not transformer.layers[0].cross_attn_token_to_image.fold_keys  # batch-1 image side: computed once
+    boxes = torch.tensor([[60.0, 80.0, 190.0, 170.0], [20.0, 20.0, 120.0, 110.0]])
+    with torch.no_grad():
+        embedding = float_model.embed(us_image)
+        calibrate(model, [(us_image, boxes)])
+        expected, _ = float_model.decode(embedding, boxes)
+        logits, _ = model.decode(embedding, boxes)
+    agreement = ((logits > 0) & (expected > 0)).sum() * 2 / ((logits > 0).sum() + (expected > 0).sum())
+    assert agreement > 0.95
+
+
 def test_weight_clip_folding_changes_no_number(tmp_path):
     from brevitas.export import export_onnx_qcdq
 
@@ -178,13 +235,46 @@ def test_shipped_int8_model_runs_int8_kernels():
     entry = find_model(INT8_MODEL)
     encoder = runtime_precisions(entry.folder / entry.encoder)
     decoder = runtime_precisions(entry.folder / entry.decoder)
-    # Every TinyViT Linear (qkv, proj, fc1, fc2 in 10 blocks) and every 1x1/3x3 dense convolution in int8
-    # (u8 inputs with a zero point, recipe-int8-portable.yaml); only the float-by-recipe depthwise and
-    # patch-embedding convolutions stay f32.
+    # Every TinyViT Linear (qkv, proj, fc1, fc2 in 10 blocks), every 1x1/3x3 dense convolution and stage 0's
+    # two MBConv depthwise convolutions in int8 (u8 inputs with a zero point; the depthwise ones per channel);
+    # only the float-by-recipe depthwise (13) and patch-embedding (2) convolutions stay f32.
     assert encoder.get("FullyConnected u8", 0) + encoder.get("FullyConnected i8", 0) == 40
-    assert "FullyConnected f32" not in encoder and encoder.get("Convolution f32") == 17
-    assert decoder.get("FullyConnected u8", 0) + decoder.get("FullyConnected i8", 0) >= 38
-    assert decoder.get("Deconvolution i8") == 2 and decoder.get("MatMul i8") == 1
+    assert "FullyConnected f32" not in encoder and encoder.get("Convolution f32") == 15
+    # The folded decoder (recipe-int8-folded-decoder.yaml): 31 Linear layers remain, all int8; the attention
+    # products with activations on both sides run in int8 (MatMul or, on VNNI/AMX, fused Snippets Subgraphs);
+    # f32 MatMuls are the 3 float-by-recipe softmax . V products and the folded products with the layers' weights.
+    assert decoder.get("FullyConnected u8", 0) + decoder.get("FullyConnected i8", 0) == 31
+    assert decoder.get("Deconvolution i8") == 2 and decoder.get("MatMul f32", 0) <= 8
+    assert decoder.get("MatMul i8", 0) + decoder.get("MatMul u8", 0) + decoder.get("Subgraph i8", 0) >= 8
+
+
+def _per_box_image_token_projections(decoder: ov.Model) -> list[str]:
+    """MatMuls of a weight with the 4,096 image tokens of every box (batch dimension dynamic, i.e. per box)."""
+    def constant(value, depth=0):  # a weight, possibly behind its dequantization (Convert, Subtract, Multiply)
+        node = value.get_node()
+        return node.get_type_name() == "Constant" or (node.get_type_name() != "Parameter" and depth < 6 and all(
+            constant(node.input_value(i), depth + 1) for i in range(node.get_input_size())))
+    found = []
+    for op in decoder.get_ordered_ops():
+        tokens = op.input_value(0).get_partial_shape() if op.get_type_name() == "MatMul" else None
+        if (tokens is not None and tokens.rank.get_length() == 3 and tokens[0].is_dynamic
+                and tokens[1].is_static and tokens[1].get_length() == 4096 and constant(op.input_value(1))):
+            found.append(op.get_friendly_name())
+    return found
+
+
+def test_shipped_decoder_projects_no_image_token_per_box():
+    """fold_decoder_projections: the unfolded decoder projected all 4,096 image tokens 7 times per box (the
+    `litemedsam-int8-ptq` before it had exactly these 7); folded, only the first layer's batch-1 projections
+    remain, computed once per image."""
+    entry = find_model(INT8_MODEL)
+    assert QuantRecipe.from_dict(entry.record["recipe"]).fold_decoder_projections
+    assert _per_box_image_token_projections(ov.Core().read_model(str(entry.folder / entry.decoder))) == []
+    unfolded = load_litemedsam().eval()
+    quantize(unfolded, QuantRecipe.from_dict({"parts": ["mask_decoder"]}))
+    calibrate(unfolded, [])
+    _, decoder, _ = convert_quantized(unfolded)
+    assert len(_per_box_image_token_projections(decoder)) == 7
 
 
 def test_int8_model_runs_through_the_engine_like_fp32(shared_data, fp32_model):

@@ -25,6 +25,7 @@ gives no intervals of its own.
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,7 +163,8 @@ def main(argv=None) -> None:
     pairs = _pairs(args.pairs, args.scores or args.segs)
     names = sorted({name for pair in pairs for name in pair})
     if args.scores:
-        document = json.loads(args.scores.read_text())
+        raw = args.scores.read_bytes()  # a committed split_eval JSON may be gzip-compressed (.json.gz)
+        document = json.loads(gzip.decompress(raw) if args.scores.suffix == ".gz" else raw)
         scores = {name: per_case_scores(document, name, args.metric, args.source) for name in names}
         metric = args.metric + (f", {args.source} cases only" if args.source else "")
     else:  # a missing folder is reported by per_case_agreement, case by case

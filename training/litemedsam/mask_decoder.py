@@ -20,6 +20,16 @@ from torch import Tensor, nn
 from .layers import MLP, LayerNorm2d, MatMul
 
 
+def _weight(linear: nn.Linear) -> Tensor:
+    """The weight a folded product multiplies by: a quantized layer's (Brevitas `quant_weight`) dequantized integers,
+    so the folded decoder uses the same weights as the layer would, and they can be stored as int8."""
+    quant_weight = getattr(linear, "quant_weight", None)
+    if quant_weight is None:
+        return linear.weight
+    weight = quant_weight()  # a QuantTensor; under the QCDQ exporter already the traced dequantized tensor
+    return getattr(weight, "value", weight)
+
+
 class Attention(nn.Module):
     """Multi-head attention whose projections may shrink the width (``downsample_rate``).
 
@@ -55,7 +65,7 @@ class Attention(nn.Module):
         return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
 
     def _per_head(self, linear: nn.Linear) -> Tensor:  # (internal, dim) -> (heads, head width, dim)
-        return linear.weight.unflatten(0, (self.num_heads, -1))
+        return _weight(linear).unflatten(0, (self.num_heads, -1))
 
     def _scores(self, q: Tensor, k: Tensor) -> Tensor:  # -> (B, heads, Lq, Lk), before softmax
         if self.fold_keys:
@@ -78,7 +88,7 @@ class Attention(nn.Module):
             return self.out_proj((mixed @ self._per_head(self.v_proj).transpose(-2, -1) + bias).transpose(1, 2)
                                  .flatten(2))
         if self.fold_output:
-            through_out = self._heads(self.v_proj(v)) @ self.out_proj.weight.unflatten(1, (self.num_heads, -1)) \
+            through_out = self._heads(self.v_proj(v)) @ _weight(self.out_proj).unflatten(1, (self.num_heads, -1)) \
                 .permute(1, 2, 0)  # (N, heads, T, dim)
             mixed = self.av_matmul(attn.transpose(1, 2).flatten(2), through_out.flatten(1, 2))  # (N, Lq, dim)
             return mixed + self.out_proj.bias

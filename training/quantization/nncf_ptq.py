@@ -43,6 +43,7 @@ from training.datasets.calibration_set import (
 )
 from training.datasets.cases import SPLIT_FILE_IN_REPO, add_split_arguments, split_cases
 from training.provenance import REPO_ROOT, invoked_command, library_versions
+from training.quantization.module_names import module_name_matches
 
 FP32_NAME = "litemedsam-fp32"
 DEFAULT_SPLIT = REPO_ROOT / SPLIT_FILE_IN_REPO  # calibration reads its train list unless told otherwise
@@ -75,8 +76,8 @@ def float_node_names(model: ov.Model, keep_float: Sequence[str]) -> list[str]:
     """The IR's MatMul / Convolution nodes of the torch modules named by `keep_float` (module-name prefixes, as
     in a Brevitas recipe's keep_float): the OpenVINO export names each node `__module.model.<module>/aten::...`."""
     names = [op.get_friendly_name() for op in model.get_ops() if op.get_type_name() in ("MatMul", "Convolution")]
-    found = {prefix: [n for n in names if n.startswith(f"__module.model.{prefix}/")
-                      or n.startswith(f"__module.model.{prefix}.")] for prefix in keep_float}
+    found = {prefix: [n for n in names if module_name_matches(n.removeprefix("__module.model.").split("/")[0], prefix)]
+             for prefix in keep_float}
     missing = [prefix for prefix, nodes in found.items() if not nodes]
     if missing:
         raise SystemExit(f"--keep-float names no MatMul or Convolution of this part: {missing}")

@@ -8,7 +8,8 @@ operands. LayerNorm, BatchNorm, activations, softmax, biases and the prompt enco
 The defaults are the QMedSAM paper's recipe (8-bit symmetric per-tensor weights, 8-bit signed symmetric
 per-tensor activations with a learned scale initialised from statistics); the other fields are the
 measured improvements (per-channel weights, BatchNorm folded first, unsigned post-softmax operand,
-float depthwise convolutions, layers kept float by name) and DFQ-SAM's low-bit tools (a separate decoder
+float depthwise convolutions or per-channel depthwise inputs, layers kept float by name or pattern, the
+decoder's per-box projections folded before the quantizers are placed) and DFQ-SAM's low-bit tools (a separate decoder
 bit width, a log-√2 post-softmax quantizer, scale reparameterization of the encoder's LayerNorm outputs,
 training/quantization/reparam.py). Each choice is recorded with the model.
 
@@ -38,6 +39,7 @@ from brevitas.quant import (
 from torch import Tensor, nn
 
 from training.litemedsam.layers import ConvBN, MatMul
+from training.quantization.module_names import module_name_matches
 from training.quantization.reparam import reparameterize
 
 QUANTIZABLE_PARTS = ("image_encoder", "mask_decoder")
@@ -54,10 +56,20 @@ class QuantRecipe:
     fold_batchnorm: bool = False
     unsigned_softmax: bool = False  # probabilities are >= 0: unsigned gives the operand one more bit
     float_depthwise: bool = False
-    keep_float: tuple = ()  # module-name prefixes left float, e.g. ("image_encoder.patch_embed",)
+    # Module-name prefixes left float, e.g. ("image_encoder.patch_embed",); "*" matches one name part or more
+    # (module_name_matches), e.g. "image_encoder.layers.*.local_conv" for every attention block's local conv.
+    keep_float: tuple = ()
     mask_decoder_bits: Optional[int] = None  # decoder weights and activations; None: weight_bits/act_bits
     log2_softmax: bool = False  # post-softmax operand of every attn·v on a log-√2 grid (DFQ-SAM)
     reparameterize: bool = False  # scale reparameterization of the encoder's post-LayerNorm activations
+    # The decoder's exact per-box re-associations (TwoWayTransformer.fold_projections) switched on before
+    # quantization, so the quantizers are placed on, and calibrated on, the folded products that run at
+    # inference: no per-box projection of the 4,096 image tokens (docs/int8.md, "The speed gap to NNCF").
+    fold_decoder_projections: bool = False
+    # The input of every quantized depthwise convolution gets one scale per channel (signed symmetric int8).
+    # Its channels have ranges far apart, which one per-tensor scale cannot hold (the masks moved away from
+    # FP32); a depthwise convolution mixes no channels, so OpenVINO still runs it with int8 kernels.
+    depthwise_inputs_per_channel: bool = False
     # The same integers on every CPU (docs/int8.md): CPUs without VNNI multiply u8 x s8 with vpmaddubsw, whose
     # pairwise int16 sums saturate once |w| reaches 65 (2 * 255 * 64 < 32767 <= 2 * 255 * 65); weights kept
     # within +-63 (7 bits, still stored as int8) cannot saturate, so every kernel computes the exact int32 sum.
@@ -174,9 +186,14 @@ def _quantizers(recipe: QuantRecipe, layer: nn.Module, part: str):
     if recipe.saturation_free_weights:
         weight_bits = min(weight_bits, SATURATION_FREE_WEIGHT_BITS)
     weight = (Int8WeightPerChannelFloat if recipe.weight_per_channel else Int8WeightPerTensorFloat)
+    weight = weight.let(bit_width=weight_bits)
+    if recipe.depthwise_inputs_per_channel and _is_depthwise(layer):
+        return weight, Int8ActPerTensorFloat.let(
+            bit_width=act_bits, scaling_per_output_channel=True, scaling_stats_permute_dims=(1, 0, 2, 3),
+            per_channel_broadcastable_shape=(1, layer.in_channels, 1, 1))
     unsigned = recipe.unsigned_inputs and not isinstance(layer, nn.ConvTranspose2d)
     act = ShiftedUint8ActPerTensorFloat if unsigned else Int8ActPerTensorFloat
-    return weight.let(bit_width=weight_bits), act.let(bit_width=act_bits)
+    return weight, act.let(bit_width=act_bits)
 
 
 def _quant_layer(layer: nn.Module, recipe: QuantRecipe, part: str) -> nn.Module:
@@ -227,11 +244,13 @@ def quantize(model: nn.Module, recipe: QuantRecipe = QuantRecipe()) -> list[dict
     """
     if recipe.fold_batchnorm:
         fold_batchnorm(model)
+    if recipe.fold_decoder_projections and "mask_decoder" in recipe.parts:
+        model.mask_decoder.transformer.fold_projections(True)
     # A misspelt prefix would otherwise quantize the layer it meant to keep float. Prefixes of parts this recipe
     # leaves alone are allowed (QAT stages apply one recipe to one part at a time).
     unmatched = [p for p in recipe.keep_float if p.split(".")[0] in recipe.parts or not hasattr(model, p.split(".")[0])]
-    unmatched = [p for p in unmatched if not any(
-        f"{part}.{name}".startswith(p) for part in recipe.parts for name, _ in getattr(model, part).named_modules())]
+    names = [f"{part}.{name}" for part in recipe.parts for name, _ in getattr(model, part).named_modules()]
+    unmatched = [p for p in unmatched if not any(module_name_matches(name, p) for name in names)]
     if unmatched:
         raise ValueError(f"keep_float prefixes match no module of the parts {list(recipe.parts)}: {unmatched}")
     report = []
@@ -242,7 +261,7 @@ def quantize(model: nn.Module, recipe: QuantRecipe = QuantRecipe()) -> list[dict
             if not isinstance(module, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d, MatMul)):
                 continue
             float_reason = None
-            if any(full.startswith(prefix) for prefix in recipe.keep_float):
+            if any(module_name_matches(full, prefix) for prefix in recipe.keep_float):
                 float_reason = "keep_float"
             elif recipe.float_depthwise and _is_depthwise(module):
                 float_reason = "float_depthwise"
