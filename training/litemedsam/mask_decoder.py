@@ -34,8 +34,9 @@ class Attention(nn.Module):
     """Multi-head attention whose projections may shrink the width (``downsample_rate``).
 
     Two exact re-associations make per-box work cheaper when one side is the 4096 image tokens and the
-    other the 7 prompt tokens (switched on for inference export by ``TwoWayTransformer.fold_projections``;
-    off by default so training and quantization see plain Linear layers):
+    other the 7 prompt tokens (switched on for inference export by ``TwoWayTransformer.fold_projections``,
+    and before quantization by the recipe field ``fold_decoder_projections``; off by default so training sees
+    plain Linear layers):
     - ``fold_keys`` (few queries, many per-box keys/values): scores = (q_h W_k,h) x^T and
       output = (softmax · x) W_v,h^T + b_v,h, instead of projecting all 4096 keys and values per box.
       The key bias adds the same number to a whole row of scores, which softmax ignores; rows of the
@@ -196,8 +197,9 @@ class MaskDecoder(nn.Module):
         self.fold_last_upscaling = False
 
     def fold_for_inference(self, enabled: bool = True) -> None:
-        """Exact re-associations for inference export (off for training and quantization, which need the
-        plain layers): the transformer's per-box projections, and the last upscaling step (below)."""
+        """Exact re-associations for the FP32 inference export (off for training, which needs the plain
+        layers): the transformer's per-box projections, and the last upscaling step (below). A quantization
+        recipe folds the transformer only (`fold_decoder_projections`)."""
         self.transformer.fold_projections(enabled)
         self.fold_last_upscaling = enabled
 
