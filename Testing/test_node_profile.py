@@ -1,9 +1,9 @@
 """training.evaluation.node_profile on the shipped default: where its 16-box decoder spends time, by kernel."""
 
-import openvino as ov
 from qmedsam.catalogue import find_model
 
-from training.evaluation.node_profile import profile_models, settings_for
+from training.evaluation.node_profile import profile_models
+from training.quantization.export_qcdq import compile_f32, runtime_layers
 
 
 def test_default_decoder_moves_image_tokens_as_int8_at_run_time():
@@ -15,8 +15,6 @@ def test_default_decoder_moves_image_tokens_as_int8_at_run_time():
     assert decoder["wall_ms"] > 0 and all(kind["nodes"] > 0 for kind in decoder["by_kind"].values())
     assert decoder["runtime_nodes"]["Transpose"] > 0  # the count reads the runtime model
     entry = find_model("litemedsam-int8-ptq")
-    compiled = ov.Core().compile_model(str(entry.folder / entry.decoder), "CPU", settings_for(1))
-    float_transposes = [op.get_friendly_name() for op in compiled.get_runtime_model().get_ordered_ops()
-                        if op.get_rt_info()["layerType"].astype(str) == "Transpose"
-                        and op.get_rt_info()["runtimePrecision"].astype(str) == "f32"]
+    float_transposes = [name for name, layer, precision in runtime_layers(compile_f32(entry.folder / entry.decoder, 1))
+                        if layer == "Transpose" and precision == "f32"]
     assert all(name.startswith("/mask_decoder/transformer/") for name in float_transposes)

@@ -17,7 +17,13 @@ from torch import nn
 from training.litemedsam import load_litemedsam
 from training.litemedsam.layers import MatMul
 from training.provenance import REPO_ROOT
-from training.quantization.export_qcdq import convert_quantized, fold_weight_clips, runtime_precisions
+from training.quantization.export_qcdq import (
+    compile_f32,
+    convert_quantized,
+    fold_weight_clips,
+    runtime_layers,
+    runtime_precisions,
+)
 from training.quantization.module_names import module_name_matches
 from training.quantization.ptq import load_recipe
 from training.quantization.quantize import QuantMatMul, QuantRecipe, calibrate, fold_batchnorm, quantize
@@ -131,10 +137,8 @@ def test_depthwise_inputs_per_channel_get_one_scale_per_channel_and_run_int8():
     assert depthwise.input_quant.is_signed and dense.input_quant.scale().numel() == 1  # only depthwise layers
     # The shipped default: stage 0's two MBConv depthwise convolutions run OpenVINO's int8 depthwise kernel.
     entry = find_model(INT8_MODEL)
-    compiled = ov.Core().compile_model(str(entry.folder / entry.encoder), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    stage0 = [op.get_rt_info()["runtimePrecision"].astype(str) for op in compiled.get_runtime_model().get_ordered_ops()
-              if "/layers.0/blocks." in op.get_friendly_name()
-              and op.get_friendly_name().endswith("conv2/c/Conv/WithoutBiases")]
+    stage0 = [precision for name, _, precision in runtime_layers(compile_f32(entry.folder / entry.encoder))
+              if "/layers.0/blocks." in name and name.endswith("conv2/c/Conv/WithoutBiases")]
     assert stage0 == ["u8", "u8"]
 
 

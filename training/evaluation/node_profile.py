@@ -53,7 +53,7 @@ def profile(compiled: ov.CompiledModel, inputs: dict, repeats: int) -> dict:
     for node, values in times.items():
         by_kind[kinds[node]][0] += float(np.median(values))
         by_kind[kinds[node]][1] += 1
-    layers = Counter(layer for layer, _ in runtime_layers(compiled))
+    layers = Counter(layer for _, layer, _ in runtime_layers(compiled))
     return {"wall_ms": round(float(np.median(walls)), 1),
             "by_kind": {kind: {"ms": round(ms, 2), "nodes": n} for kind, (ms, n) in
                         sorted(by_kind.items(), key=lambda item: -item[1][0])},

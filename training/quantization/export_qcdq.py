@@ -218,17 +218,21 @@ def _counted_layer(layer: str, precision: str) -> bool:
     return layer in COMPUTE_LAYERS or (layer == "Subgraph" and precision in ("i8", "u8"))
 
 
+def compile_f32(xml: Path, threads: int = 2) -> ov.CompiledModel:
+    """The model compiled for OpenVINO's CPU plugin with f32 float arithmetic, as the engine runs it."""
+    return ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
+                                                     "INFERENCE_NUM_THREADS": threads})
+
+
 def runtime_precisions(xml: Path, threads: int = 2) -> dict:
     """What OpenVINO's CPU plugin really runs: {"<layer type> <precision>": count} over compute layers,
-    read from the compiled model's execution graph (f32 float arithmetic, as the engine uses)."""
-    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_PRECISION_HINT": "f32",
-                                                         "INFERENCE_NUM_THREADS": threads})
-    counts = Counter(f"{layer} {precision}" for layer, precision in runtime_layers(compiled)
+    read from the compiled model's execution graph."""
+    counts = Counter(f"{layer} {precision}" for _, layer, precision in runtime_layers(compile_f32(xml, threads))
                      if _counted_layer(layer, precision))
     return dict(sorted(counts.items()))
 
 
-def runtime_layers(compiled: ov.CompiledModel) -> list[tuple[str, str]]:
-    """(layer type, runtime precision) of every node of a compiled model's execution graph, in order."""
-    return [(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
-            for op in compiled.get_runtime_model().get_ordered_ops()]
+def runtime_layers(compiled: ov.CompiledModel) -> list[tuple[str, str, str]]:
+    """(node name, layer type, runtime precision) of every node of a compiled model's execution graph, in order."""
+    return [(op.get_friendly_name(), op.get_rt_info()["layerType"].astype(str),
+             op.get_rt_info()["runtimePrecision"].astype(str)) for op in compiled.get_runtime_model().get_ordered_ops()]
