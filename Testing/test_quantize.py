@@ -143,15 +143,22 @@ def test_depthwise_inputs_per_channel_get_one_scale_per_channel_and_run_int8():
 
 
 def test_folded_decoder_recipe_quantizes_the_products_that_run_at_inference(float_model, us_image):
-    """fold_decoder_projections switches the exact re-associations on before the quantizers are placed: the folded
-    per-box products are what gets calibrated, and the calibrated model still follows the float decoder."""
+    """fold_decoder_projections and upscaling_as_1x1 switch the exact re-associations on before the quantizers are
+    placed: the folded per-box products and the 1x1 upscaling convolutions are what gets quantized and
+    calibrated, and the calibrated model still follows the float decoder."""
     model = load_litemedsam().eval()
-    recipe = QuantRecipe.from_dict({"parts": ["mask_decoder"], "fold_decoder_projections": True})
-    quantize(model, recipe)
+    recipe = QuantRecipe.from_dict({"parts": ["mask_decoder"], "fold_decoder_projections": True,
+                                    "upscaling_as_1x1": True})
+    layers = {row["layer"]: row for row in quantize(model, recipe)}
     transformer = model.mask_decoder.transformer
     assert transformer.layers[1].cross_attn_token_to_image.fold_keys
     assert transformer.layers[1].cross_attn_image_to_token.fold_queries
     assert not transformer.layers[0].cross_attn_token_to_image.fold_keys  # batch-1 image side: computed once
+    assert model.mask_decoder.fold_last_upscaling
+    for index in (0, 3):  # each transposed convolution became a quantized 1x1 convolution to 4x the channels
+        assert layers[f"mask_decoder.output_upscaling.{index}.expand"]["type"] == "Conv2d"
+        assert type(model.mask_decoder.output_upscaling[index].expand).__name__ == "QuantConv2d"
+    assert not any(row["type"] == "ConvTranspose2d" for row in layers.values())
     boxes = torch.tensor([[60.0, 80.0, 190.0, 170.0], [20.0, 20.0, 120.0, 110.0]])
     with torch.no_grad():
         embedding = float_model.embed(us_image)
@@ -223,11 +230,11 @@ def test_quantizers_move_above_image_token_layout_changes_exactly(layout, shape,
 
 
 def test_shipped_decoder_quantizes_image_tokens_before_turning_them_into_an_image():
-    """The upscaling deconvolution's input: the quantizer comes before the Transpose and Reshape (export_qcdq's
+    """The first upscaling convolution's input: the quantizer comes before the Transpose and Reshape (export_qcdq's
     hoist), so OpenVINO moves int8, not float, data (a float Transpose of 16 x 256 x 4096 cost ~40 ms)."""
     entry = find_model(INT8_MODEL)
     decoder = ov.Core().read_model(str(entry.folder / entry.decoder))
-    first = next(op for op in decoder.get_ordered_ops() if op.get_type_name() == "ConvolutionBackpropData")
+    first = next(op for op in decoder.get_ordered_ops() if op.get_type_name() == "Convolution")
     chain, node = [], first.input_value(0).get_node()
     while node.get_type_name() in ("Reshape", "Transpose", "FakeQuantize"):
         chain.append(node.get_type_name())
@@ -244,11 +251,14 @@ def test_shipped_int8_model_runs_int8_kernels():
     # only the float-by-recipe depthwise (13) and patch-embedding (2) convolutions stay f32.
     assert encoder.get("FullyConnected u8", 0) + encoder.get("FullyConnected i8", 0) == 40
     assert "FullyConnected f32" not in encoder and encoder.get("Convolution f32") == 15
-    # The folded decoder (recipe-int8-folded-decoder.yaml): 31 Linear layers remain, all int8; the attention
+    # The folded decoder (fold_decoder_projections): 31 Linear layers remain, all int8; the attention
     # products with activations on both sides run in int8 (MatMul or, on VNNI/AMX, fused Snippets Subgraphs);
     # f32 MatMuls are the 3 float-by-recipe softmax . V products and the folded products with the layers' weights.
     assert decoder.get("FullyConnected u8", 0) + decoder.get("FullyConnected i8", 0) == 31
-    assert decoder.get("Deconvolution i8") == 2 and decoder.get("MatMul f32", 0) <= 8
+    assert decoder.get("MatMul f32", 0) <= 8
+    # upscaling_as_1x1: both upscaling steps run as int8 1x1 convolutions on unsigned inputs, no transposed
+    # convolution (int8 ones ran 2-3x slower than a 1x1 convolution on AVX2 CPUs).
+    assert decoder.get("Convolution u8") == 2 and not any(kind.startswith("Deconvolution") for kind in decoder)
     assert decoder.get("MatMul i8", 0) + decoder.get("MatMul u8", 0) + decoder.get("Subgraph i8", 0) >= 8
 
 

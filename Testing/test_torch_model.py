@@ -132,3 +132,19 @@ def test_folded_decoder_projections_are_exact():
             model.mask_decoder.fold_for_inference(False)
     torch.testing.assert_close(folded_logits, plain_logits, atol=2e-4, rtol=1e-4)
     torch.testing.assert_close(folded_iou, plain_iou, atol=1e-5, rtol=1e-5)
+
+
+def test_upscaling_as_1x1_is_exact():
+    """The 1x1-convolution forms of the upscaling steps (where a quantization recipe may place its quantizers)
+    give the plain decoder's logits, with the last folded into the per-box product or not."""
+    model = load_litemedsam()
+    embedding = torch.randn(1, 256, 64, 64, generator=torch.Generator().manual_seed(1))
+    boxes = torch.tensor([[10.0, 20, 120, 140], [0, 0, 255, 255]])
+    with torch.inference_mode():
+        plain_logits, _ = model.decode(embedding, boxes)
+        model.mask_decoder.upscaling_as_1x1()
+        folded_logits, _ = model.decode(embedding, boxes)
+        model.mask_decoder.fold_last_upscaling = False
+        shuffled_logits, _ = model.decode(embedding, boxes)
+    torch.testing.assert_close(folded_logits, plain_logits, atol=2e-4, rtol=1e-4)
+    torch.testing.assert_close(shuffled_logits, plain_logits, atol=2e-4, rtol=1e-4)

@@ -173,6 +173,30 @@ class TwoWayTransformer(nn.Module):
         return self.norm_final_attn(queries + attn_out), keys
 
 
+def transposed_2x2_as_1x1(weight: Tensor, bias: Tensor) -> Tuple[Tensor, Tensor]:
+    """A kernel-2 stride-2 ConvTranspose2d's weight (C_in, C_out, 2, 2) and bias as a 1x1 convolution's to
+    C_out * 4 channels, ordered (channel, row, column) as nn.PixelShuffle(2) reads them."""
+    return weight.permute(1, 2, 3, 0).flatten(0, 2)[..., None, None], bias.repeat_interleave(4)
+
+
+class Upscaling1x1(nn.Module):
+    """A kernel-2 stride-2 ConvTranspose2d written as a 1x1 convolution to 4x the channels (``expand``) and a
+    pixel shuffle: the same result, but a plain convolution that a quantizer treats like any other (unsigned
+    int8 inputs, one of CPUs' fastest int8 kernels) where a quantized transposed convolution runs slower."""
+
+    def __init__(self, transposed: nn.ConvTranspose2d) -> None:
+        super().__init__()
+        self.expand = nn.Conv2d(transposed.in_channels, transposed.out_channels * 4, kernel_size=1)
+        weight, bias = transposed_2x2_as_1x1(transposed.weight, transposed.bias)
+        with torch.no_grad():
+            self.expand.weight.copy_(weight)
+            self.expand.bias.copy_(bias)
+        self.shuffle = nn.PixelShuffle(2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shuffle(self.expand(x))
+
+
 class MaskDecoder(nn.Module):
     def __init__(self, dim: int = 256, num_multimask_outputs: int = 3, iou_head_depth: int = 3,
                  iou_head_hidden_dim: int = 256) -> None:
@@ -199,9 +223,18 @@ class MaskDecoder(nn.Module):
     def fold_for_inference(self, enabled: bool = True) -> None:
         """Exact re-associations for the FP32 inference export (off for training, which needs the plain
         layers): the transformer's per-box projections, and the last upscaling step (below). A quantization
-        recipe folds the transformer only (`fold_decoder_projections`)."""
+        recipe may fold both before its quantizers are placed (`fold_decoder_projections`, `upscaling_as_1x1`)."""
         self.transformer.fold_projections(enabled)
         self.fold_last_upscaling = enabled
+
+    def upscaling_as_1x1(self) -> None:
+        """Replace both upscaling ConvTransposes by their exact 1x1 forms (Upscaling1x1) and fold the last one into
+        the per-box product, so that quantizers placed afterwards see, and calibrate, the convolutions that run
+        at inference (a recipe's `upscaling_as_1x1`)."""
+        for index in (0, 3):
+            if not isinstance(self.output_upscaling[index], Upscaling1x1):
+                self.output_upscaling[index] = Upscaling1x1(self.output_upscaling[index])
+        self.fold_last_upscaling = True
 
     def _upscaled_masks(self, image_tokens: Tensor, hyper_in: Tensor, h: int, w: int) -> Tensor:
         """Mask logits (N, 1, 4h, 4w) = hyper_in . upscaled image tokens.
@@ -216,12 +249,14 @@ class MaskDecoder(nn.Module):
             return self.mask_matmul(hyper_in, upscaled.flatten(2)).unflatten(2, upscaled.shape[-2:])
         first, norm, act, last, last_act = self.output_upscaling
         features = act(norm(first(image)))  # (N, C/4, 2h, 2w)
-        out_channels = last.weight.shape[1]
-        as_1x1 = last.weight.permute(1, 2, 3, 0).flatten(0, 2)[..., None, None]  # (C/8 * 4, C/4, 1, 1)
-        expanded = last_act(F.conv2d(features, as_1x1, last.bias.repeat_interleave(4)))
-        n, _, rows, cols = expanded.shape
-        product = self.mask_matmul(hyper_in, expanded.reshape(n, out_channels, 4 * rows * cols))
-        return product.reshape(n, 2, 2, rows, cols).permute(0, 3, 1, 4, 2).reshape(n, 1, 2 * rows, 2 * cols)
+        if isinstance(last, Upscaling1x1):
+            expanded = last_act(last.expand(features))
+        else:
+            expanded = last_act(F.conv2d(features, *transposed_2x2_as_1x1(last.weight, last.bias)))
+        rows, cols = expanded.shape[-2:]
+        # -1 for the box count: the QCDQ exporter's traced shapes after a quantized layer are constants.
+        product = self.mask_matmul(hyper_in, expanded.reshape(-1, hyper_in.shape[-1], 4 * rows * cols))
+        return product.reshape(-1, 2, 2, rows, cols).permute(0, 3, 1, 4, 2).reshape(-1, 1, 2 * rows, 2 * cols)
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, sparse_embeddings: Tensor,
                 dense_embeddings: Tensor) -> Tuple[Tensor, Tensor]:

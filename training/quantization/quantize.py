@@ -9,9 +9,9 @@ The defaults are the QMedSAM paper's recipe (8-bit symmetric per-tensor weights,
 per-tensor activations with a learned scale initialised from statistics); the other fields are the
 measured improvements (per-channel weights, BatchNorm folded first, unsigned post-softmax operand,
 float depthwise convolutions or per-channel depthwise inputs, layers kept float by name or pattern, the
-decoder's per-box projections folded before the quantizers are placed) and DFQ-SAM's low-bit tools (a separate decoder
-bit width, a log-√2 post-softmax quantizer, scale reparameterization of the encoder's LayerNorm outputs,
-training/quantization/reparam.py). Each choice is recorded with the model.
+decoder's per-box projections and upscaling re-associated before the quantizers are placed) and DFQ-SAM's
+low-bit tools (a separate decoder bit width, a log-√2 post-softmax quantizer, scale reparameterization of the
+encoder's LayerNorm outputs, training/quantization/reparam.py). Each choice is recorded with the model.
 
 `prepare_quantized(model, recipe, batches)` is the one preparation path of PTQ and QAT: fold BatchNorm,
 reparameterize, quantize, calibrate.
@@ -66,6 +66,12 @@ class QuantRecipe:
     # quantization, so the quantizers are placed on, and calibrated on, the folded products that run at
     # inference: no per-box projection of the 4,096 image tokens (docs/int8.md, "The speed gap to NNCF").
     fold_decoder_projections: bool = False
+    # Both of the decoder's upscaling steps (kernel-2 stride-2 ConvTransposes) replaced by their exact forms, a 1x1
+    # convolution to 4x the channels and a pixel shuffle, the last folded into the per-box hypernetwork product
+    # (MaskDecoder.upscaling_as_1x1), before the quantizers are placed: on AVX2 CPUs int8 transposed convolutions
+    # run slowly and a 1x1 convolution with unsigned inputs does not (docs/int8.md), and the last shuffle moves
+    # 1 channel per box instead of 32.
+    upscaling_as_1x1: bool = False
     # The input of every quantized depthwise convolution gets one scale per channel (signed symmetric int8).
     # Its channels have ranges far apart, which one per-tensor scale cannot hold (the masks moved away from
     # FP32); a depthwise convolution mixes no channels, so OpenVINO still runs it with int8 kernels.
@@ -246,6 +252,8 @@ def quantize(model: nn.Module, recipe: QuantRecipe = QuantRecipe()) -> list[dict
         fold_batchnorm(model)
     if recipe.fold_decoder_projections and "mask_decoder" in recipe.parts:
         model.mask_decoder.transformer.fold_projections(True)
+    if recipe.upscaling_as_1x1 and "mask_decoder" in recipe.parts:
+        model.mask_decoder.upscaling_as_1x1()
     # A misspelt prefix would otherwise quantize the layer it meant to keep float. Prefixes of parts this recipe
     # leaves alone are allowed (QAT stages apply one recipe to one part at a time).
     unmatched = [p for p in recipe.keep_float if p.split(".")[0] in recipe.parts or not hasattr(model, p.split(".")[0])]

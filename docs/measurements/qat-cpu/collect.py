@@ -6,7 +6,7 @@
 
 Each stage: its config file, the command, the kept epoch, and every logged epoch (epoch -1 = the calibrated,
 untrained PTQ start) with validation Dice, embedding MSE and relative L2 error against the float model, the
-training losses and the epoch's seconds; `wall_seconds` is the stage's wall time from runs/qat-cpu/chain.out.
+training losses and the epoch's seconds; `wall_seconds` is the stage's wall time from runs/qat-cpu/chain.out (ours) or paper-chain.out (the paper's).
 """
 import json
 import re
@@ -21,12 +21,14 @@ from training.qat.train import checkpoint_seen
 
 OUT = Path("docs/measurements/qat-cpu")
 CONFIGS = {"ours": "training/configs/qat-stage{}-cpu.yaml", "paper": "training/configs/qat-paper-stage{}-cpu.yaml"}
-MACHINE = "2 x86-64 CPU cores shared with up to 7 other jobs, nice 19, torch threads 2, world size 1"
+MACHINES = {  # where each configuration's runs were made
+    "ours": "2 x86-64 CPU cores shared with up to 7 other jobs, nice 19, torch threads 2, world size 1",
+    "paper": "2 x86-64 CPU cores (AMD EPYC) shared with 1 evaluation job at a time, torch threads 2, world size 1"}
 
 
 def wall_seconds(kind: str) -> dict:
-    chain = Path("runs/qat-cpu/chain.out")
-    text = chain.read_text() if chain.exists() else ""
+    chains = (Path("runs/qat-cpu/chain.out"), Path("runs/qat-cpu/paper-chain.out"))
+    text = "".join(chain.read_text() for chain in chains if chain.exists())
     return {int(n): int(s) for n, s in re.findall(rf"^{kind} stage (\d): (\d+) s wall", text, re.M)}
 
 
@@ -48,7 +50,7 @@ def collect(kind: str) -> dict:
                           "cases_seen_by_kept_checkpoint": checkpoint_seen(load_checkpoint(folder / "best.pt")),
                           "epochs": log}
     scale = load_stage_config(Path(CONFIGS[kind].format(1)))
-    return {"configuration": kind, "machine": MACHINE,
+    return {"configuration": kind, "machine": MACHINES[kind],
             "scale": {k: getattr(scale, k) for k in ("samples_per_modality", "warmup_epochs", "cosine_epochs",
                                                      "val_samples", "calibration_samples", "lr", "threads")},
             "split": scale.split, "stages": stages}
