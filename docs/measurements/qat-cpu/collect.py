@@ -6,7 +6,8 @@
 
 Each stage: its config file, the command, the kept epoch, and every logged epoch (epoch -1 = the calibrated,
 untrained PTQ start) with validation Dice, embedding MSE and relative L2 error against the float model, the
-training losses and the epoch's seconds; `wall_seconds` is the stage's wall time from runs/qat-cpu/chain.out (ours) or paper-chain.out (the paper's).
+training losses and the epoch's seconds; `wall_seconds` is the stage's wall time from runs/qat-cpu/chain.out
+(ours) or paper-chain.out (the paper's).
 """
 import json
 import re
