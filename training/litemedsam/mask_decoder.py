@@ -250,13 +250,20 @@ class MaskDecoder(nn.Module):
         first, norm, act, last, last_act = self.output_upscaling
         features = act(norm(first(image)))  # (N, C/4, 2h, 2w)
         if isinstance(last, Upscaling1x1):
+            out_channels = last.expand.out_channels // 4
             expanded = last_act(last.expand(features))
         else:
-            expanded = last_act(F.conv2d(features, *transposed_2x2_as_1x1(last.weight, last.bias)))
-        rows, cols = expanded.shape[-2:]
-        # -1 for the box count: the QCDQ exporter's traced shapes after a quantized layer are constants.
-        product = self.mask_matmul(hyper_in, expanded.reshape(-1, hyper_in.shape[-1], 4 * rows * cols))
-        return product.reshape(-1, 2, 2, rows, cols).permute(0, 3, 1, 4, 2).reshape(-1, 1, 2 * rows, 2 * cols)
+            out_channels = last.weight.shape[1]
+            # The traced name "as_1x1" is part of the FP32 export's bytes, which models.json pins.
+            as_1x1, repeated_bias = transposed_2x2_as_1x1(last.weight, last.bias)
+            expanded = last_act(F.conv2d(features, as_1x1, repeated_bias))
+        n, _, rows, cols = expanded.shape
+        if isinstance(last, Upscaling1x1):
+            # The QCDQ exporter traces the shape of a quantized layer's output as constants: keep the box count
+            # free. (The float path keeps its traced count: models.json pins the FP32 export's bytes.)
+            n = -1
+        product = self.mask_matmul(hyper_in, expanded.reshape(n, out_channels, 4 * rows * cols))
+        return product.reshape(n, 2, 2, rows, cols).permute(0, 3, 1, 4, 2).reshape(n, 1, 2 * rows, 2 * cols)
 
     def forward(self, image_embedding: Tensor, image_pe: Tensor, sparse_embeddings: Tensor,
                 dense_embeddings: Tensor) -> Tuple[Tensor, Tensor]:
