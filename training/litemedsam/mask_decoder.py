@@ -250,18 +250,18 @@ class MaskDecoder(nn.Module):
         first, norm, act, last, last_act = self.output_upscaling
         features = act(norm(first(image)))  # (N, C/4, 2h, 2w)
         if isinstance(last, Upscaling1x1):
-            out_channels = last.expand.out_channels // 4
+            # The QCDQ exporter traces the shape of a quantized layer's output as constants: -1 keeps the box
+            # count free.
+            out_channels, box_count = last.expand.out_channels // 4, -1
             expanded = last_act(last.expand(features))
         else:
-            out_channels = last.weight.shape[1]
-            # The traced name "as_1x1" is part of the FP32 export's bytes, which models.json pins.
+            # The float fold keeps its traced box count and the traced name "as_1x1": both are part of the FP32
+            # export's bytes, which models.json pins.
+            out_channels, box_count = last.weight.shape[1], None
             as_1x1, repeated_bias = transposed_2x2_as_1x1(last.weight, last.bias)
             expanded = last_act(F.conv2d(features, as_1x1, repeated_bias))
         n, _, rows, cols = expanded.shape
-        if isinstance(last, Upscaling1x1):
-            # The QCDQ exporter traces the shape of a quantized layer's output as constants: keep the box count
-            # free. (The float path keeps its traced count: models.json pins the FP32 export's bytes.)
-            n = -1
+        n = n if box_count is None else box_count
         product = self.mask_matmul(hyper_in, expanded.reshape(n, out_channels, 4 * rows * cols))
         return product.reshape(n, 2, 2, rows, cols).permute(0, 3, 1, 4, 2).reshape(n, 1, 2 * rows, 2 * cols)
 
