@@ -47,3 +47,24 @@ def test_device_option_refuses_a_bad_name_and_a_missing_gpu():
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA GPU"):
             qat.main(["--config", CONFIG, "--device", "cuda"])
+
+
+def test_calibration_per_modality_is_ptqs_draw_and_is_what_the_checkpoint_records(train_and_val, shared_data):
+    from training.datasets.calibration_set import calibration_items, draw_cases
+    from training.qat.config import StageConfig
+
+    train, _ = train_and_val
+    config = StageConfig(stage=1, recipe="training/configs/recipe-int8-upscaling-1x1.yaml",
+                         quantized_parts=["image_encoder"], trainable_parts=["image_encoder"], output_dir="o",
+                         data=[str(shared_data)], calibration_per_modality=1, seed=0)
+    ptq_cases = draw_cases(shared_data, sorted(_cases(train)), 1, 0)  # training.quantization.ptq --per-modality 1
+    assert qat._seen_before(config, train)["calibration"] == ptq_cases
+    batches = list(qat._calibration_batches(config, train))
+    items = calibration_items(shared_data, ptq_cases)
+    assert len(batches) == len(items) >= len(ptq_cases)
+    for (image, boxes), item in zip(batches, items):
+        assert torch.equal(image, torch.from_numpy(item.image)) and torch.equal(boxes, torch.from_numpy(item.boxes))
+    spread_config = StageConfig(**dict(config.to_dict(), calibration_per_modality=None, calibration_samples=2))
+    assert len(list(qat._calibration_batches(spread_config, train))) == 2
+    with pytest.raises(ValueError, match="calibration_per_modality"):
+        StageConfig(**dict(config.to_dict(), calibration_per_modality=0))

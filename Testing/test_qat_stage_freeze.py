@@ -18,7 +18,8 @@ def test_stage_1_leaves_the_decoder_weights_unchanged(tmp_path, shared_data):
     qat.main(["--config", str(REPO_ROOT / "training" / "configs" / "qat-stage1.yaml"),
               "--set", "cases=[2DBox_US_hc18-000,2DBox_XRay_covidseg-ARDSSevere]",
               "--set", "warmup_epochs=1", "--set", "cosine_epochs=1", "--set", "val_samples=1",
-              "--set", "calibration_samples=1", "--set", "batch_size=1", "--set", "samples_per_modality=1",
+              "--set", "calibration_samples=1", "--set", "calibration_per_modality=null",
+              "--set", "batch_size=1", "--set", "samples_per_modality=1",
               "--set", "threads=2", "--set", f"output_dir={out}", "--set", f"data=[{shared_data}]", "--device", "cpu"])
     trained = load_checkpoint(out / "last.pt")
     # The cases it records having seen are those a replay of its config finds (training/qat/seen.py).

@@ -205,7 +205,8 @@ def test_qat_student_encoder_is_reparameterized_before_it_is_quantized(shared_da
     from training.qat.config import load_stage_config
     from training.qat.train import build_student
 
-    config = load_stage_config(REPO_ROOT / "training" / "configs" / "qat-stage1.yaml", ["calibration_samples=1"])
+    config = load_stage_config(REPO_ROOT / "training" / "configs" / "qat-stage1.yaml",
+                               ["calibration_samples=1", "calibration_per_modality=null"])
     train = BoxPromptDataset([f for f in discover([shared_data]) if f.case == CASES[1]], augment=False)
     model, report = build_student(config, QuantRecipe.from_dict(LOW_BIT), train, None)
     assert report and all(row["layer"].startswith("image_encoder") for row in report)

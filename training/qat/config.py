@@ -49,6 +49,10 @@ class StageConfig:
     max_jitter: int = 10
     val_samples: int = 16
     calibration_samples: int = 16
+    # PTQ's calibration set instead (training.quantization.ptq --per-modality N --seed `seed`): N train cases per
+    # modality drawn by draw_cases, each with all its boxes, so a QAT run starts from the PTQ model it is compared
+    # with. None: `calibration_samples` training slices spread evenly.
+    calibration_per_modality: Optional[int] = None
     seed: int = 0
     threads: Optional[int] = None  # torch threads per process (default: cores / processes)
 
@@ -70,6 +74,9 @@ class StageConfig:
             raise ValueError(f"dice_form must be one of {DICE_FORMS}, got {self.dice_form!r}")
         if self.distill_weight not in DISTILL_WEIGHTS:
             raise ValueError(f"distill_weight must be one of {DISTILL_WEIGHTS}, got {self.distill_weight!r}")
+        if self.calibration_per_modality is not None and self.calibration_per_modality < 1:
+            raise ValueError(f"calibration_per_modality must be a positive number of cases or null, "
+                             f"got {self.calibration_per_modality}")
         if self.warmup_epochs < 0 or self.cosine_epochs < 1:
             raise ValueError("warmup_epochs must be >= 0 and cosine_epochs >= 1")
 

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.datasets.calibration_set import spread
+from training.datasets.calibration_set import calibration_items, draw_cases, spread
 from training.datasets.cases import (
     BoxPromptDataset,
     ModalityBalancedSampler,
@@ -110,7 +110,12 @@ def _seen_before(config: StageConfig, train: BoxPromptDataset) -> dict:
         start = load_checkpoint(config.path(config.init_checkpoint))
         inherited, done = checkpoint_seen(start), set(start["quantized_parts"])
     calibrates = any(part not in done for part in config.quantized_parts)
-    return merge(inherited, calibration_seen(train, config.calibration_samples) if calibrates else {})
+    if not calibrates:
+        return inherited
+    if config.calibration_per_modality is None:
+        return merge(inherited, calibration_seen(train, config.calibration_samples))
+    return merge(inherited, {"calibration": [case for cases in _drawn_calibration_cases(config, train).values()
+                                             for case in cases]})
 
 
 def checkpoint_seen(checkpoint: dict) -> dict:
@@ -125,8 +130,26 @@ def checkpoint_seen(checkpoint: dict) -> dict:
     return merge(_seen_before(config, train), this_stage)
 
 
-def _calibration_batches(dataset: BoxPromptDataset, count: int):
-    for index in spread(len(dataset), count):
+def _drawn_calibration_cases(config: StageConfig, train: BoxPromptDataset) -> dict:
+    """data root -> the train cases PTQ's `--per-modality N --seed S` draw picks there (roots without any skipped)."""
+    train_cases = sorted({f.case for f in train.files})
+    drawn = {}
+    for root in config.data:
+        try:
+            drawn[root] = draw_cases(config.path(root), train_cases, config.calibration_per_modality, config.seed)
+        except ValueError:  # no train case under this root
+            continue
+    return drawn
+
+
+def _calibration_batches(config: StageConfig, dataset: BoxPromptDataset):
+    """(image, boxes) batches that set a newly quantized part's activation scales."""
+    if config.calibration_per_modality is not None:
+        for root, cases in _drawn_calibration_cases(config, dataset).items():
+            for item in calibration_items(config.path(root), cases):
+                yield torch.from_numpy(item.image), torch.from_numpy(item.boxes)
+        return
+    for index in spread(len(dataset), config.calibration_samples):
         sample = dataset[index]
         yield sample["image"][None], sample["box"][None]
 
@@ -152,7 +175,7 @@ def build_student(config: StageConfig, recipe: QuantRecipe, train: BoxPromptData
         # A newly quantized encoder is reparameterized first if the recipe says so (from the same batches);
         # a checkpoint's encoder already holds reparameterized values, which its state dict restores.
         part_recipe = QuantRecipe.from_dict(dict(recipe.to_dict(), parts=[part]))
-        report += prepare_quantized(model, part_recipe, _calibration_batches(train, config.calibration_samples),
+        report += prepare_quantized(model, part_recipe, _calibration_batches(config, train),
                                     scope=getattr(model, part)).layers
     return model, report
 

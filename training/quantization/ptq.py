@@ -117,6 +117,9 @@ def main(argv=None) -> None:
     parser.add_argument("--selected-on", choices=("validation",), default=None,
                         help="the recipe/draw exported here was chosen on this list of --split (recorded in "
                              "models.json's cases_seen)")
+    parser.add_argument("--selection-split", type=Path, default=None, metavar="FILE",
+                        help="the split file of --selected-on when it is not --split (data-free calibration: "
+                             "synthetic images are in no split, the validation list of FILE still chose the model)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--default", action="store_true", help="make this the catalogue's default model")
     parser.add_argument("--models-dir", type=Path, default=MODELS_DIR,
@@ -135,12 +138,14 @@ def main(argv=None) -> None:
     entry = ptq_entry(recipe, report, items, description, default=args.default, selection=selection)
     entry["recipe_file"] = args.recipe.resolve().relative_to(REPO_ROOT).as_posix()
     if args.selected_on:
-        if args.split is None:
-            parser.error("--selected-on needs --split (the file whose list chose the model)")
-        entry["cases_seen"] = cases_seen(split_record(args), calibration=entry["calibration_data"]["cases"],
-                                         selection=split_cases(args.split, args.selected_on),
+        chosen_by = args.selection_split or args.split
+        if chosen_by is None:
+            parser.error("--selected-on needs --split or --selection-split (the file whose list chose the model)")
+        page = "docs/dfq-sam.md" if _is_synthetic(items) else "docs/quantization.md"
+        entry["cases_seen"] = cases_seen(chosen_by, calibration=entry["calibration_data"]["cases"],
+                                         selection=split_cases(chosen_by, args.selected_on),
                                          note=f"recipe and calibration draw chosen on the {args.selected_on} list "
-                                              "(docs/quantization.md)")
+                                              f"({page})")
     entry = export_to_catalogue(model, args.name, entry, args.models_dir)
     print(f"{args.name}: {entry['quantized_layers']} layers quantized, {len(entry['float_layers'])} float; "
           f"calibration {calibrated - started:.0f} s, export {time.perf_counter() - calibrated:.0f} s")

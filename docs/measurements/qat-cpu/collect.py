@@ -7,7 +7,8 @@
 Each stage: its config file, the command, the kept epoch, and every logged epoch (epoch -1 = the calibrated,
 untrained PTQ start) with validation Dice, embedding MSE and relative L2 error against the float model, the
 training losses and the epoch's seconds; `wall_seconds` is the stage's wall time from runs/qat-cpu/chain.out
-(ours) or paper-chain.out (the paper's).
+(ours' first run, on recipe-int8.yaml: its JSON is ours-recipe-int8.json), chain-v4.out (ours on the default
+recipe with PTQ's calibration draw, 2026-11-28) or paper-chain.out (the paper's); the latest line of a stage wins.
 """
 import json
 import re
@@ -23,12 +24,13 @@ from training.qat.train import checkpoint_seen
 OUT = Path("docs/measurements/qat-cpu")
 CONFIGS = {"ours": "training/configs/qat-stage{}-cpu.yaml", "paper": "training/configs/qat-paper-stage{}-cpu.yaml"}
 MACHINES = {  # where each configuration's runs were made
-    "ours": "2 x86-64 CPU cores shared with up to 7 other jobs, nice 19, torch threads 2, world size 1",
+    "ours": "2 x86-64 CPU cores (AMD EPYC), torch threads 2, world size 1; stage 1 was paused (SIGSTOP) for about "
+            "25 min while the DFQ-SAM synthesis ran, which its wall_seconds include",
     "paper": "2 x86-64 CPU cores (AMD EPYC) shared with 1 evaluation job at a time, torch threads 2, world size 1"}
 
 
 def wall_seconds(kind: str) -> dict:
-    chains = (Path("runs/qat-cpu/chain.out"), Path("runs/qat-cpu/paper-chain.out"))
+    chains = [Path("runs/qat-cpu") / name for name in ("chain.out", "chain-v4.out", "paper-chain.out")]
     text = "".join(chain.read_text() for chain in chains if chain.exists())
     return {int(n): int(s) for n, s in re.findall(rf"^{kind} stage (\d): (\d+) s wall", text, re.M)}
 
@@ -53,7 +55,8 @@ def collect(kind: str) -> dict:
     scale = load_stage_config(Path(CONFIGS[kind].format(1)))
     return {"configuration": kind, "machine": MACHINES[kind],
             "scale": {k: getattr(scale, k) for k in ("samples_per_modality", "warmup_epochs", "cosine_epochs",
-                                                     "val_samples", "calibration_samples", "lr", "threads")},
+                                                     "val_samples", "calibration_samples",
+                                                     "calibration_per_modality", "lr", "threads")},
             "split": scale.split, "stages": stages}
 
 
