@@ -68,3 +68,17 @@ def test_calibration_per_modality_is_ptqs_draw_and_is_what_the_checkpoint_record
     assert len(list(qat._calibration_batches(spread_config, train))) == 2
     with pytest.raises(ValueError, match="calibration_per_modality"):
         StageConfig(**dict(config.to_dict(), calibration_per_modality=0))
+
+
+def test_a_chain_chosen_on_the_validation_list_records_all_of_it():
+    from training.catalogue_writer import cases_seen
+    from training.datasets.cases import split_cases
+    from training.qat.export import chosen_on
+
+    entry = {"cases_seen": cases_seen("training/configs/split.yaml", selection=["v1"], note="stages")}
+    chosen_on(entry, "training/configs/split.yaml", "validation")
+    validation = split_cases(REPO_ROOT / "training/configs/split.yaml", "validation")
+    assert set(entry["cases_seen"]["selection"]) == validation | {"v1"}
+    assert "whole validation list" in entry["cases_seen"]["note"]
+    with pytest.raises(ValueError, match="test"):
+        chosen_on(entry, "training/configs/split.yaml", "test")  # the test list never selects

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from training.catalogue_writer import MODELS_DIR, cases_seen
+from training.datasets.cases import split_cases
 from training.litemedsam.weights import SOURCE_CHECKPOINT
 from training.provenance import REPO_ROOT, invoked_command, library_versions
 from training.qat.checkpoint import load_checkpoint, model_from_checkpoint
@@ -36,6 +37,7 @@ def stage_chain(checkpoint: dict) -> list[dict]:
         history = load_checkpoint(last)["history"] if last.is_file() else checkpoint["history"]
         chain.insert(0, {"stage": checkpoint["stage"], "command": checkpoint["command"],
                          "best_epoch": checkpoint["best"]["epoch"],
+                         "epoch": checkpoint["epoch"],  # the one the chain went on from (best.pt: the best one)
                          "val_dice": {r["epoch"]: round(r["val_dice"], 4) for r in history},
                          "train_seconds": round(sum(r["seconds"] for r in history))})
         start = checkpoint["config"].get("init_checkpoint")
@@ -69,6 +71,13 @@ def catalogue_entry(checkpoint: dict, default: bool) -> dict:
     }
 
 
+def chosen_on(entry: dict, split: str, role: str) -> None:
+    """Record in cases_seen that the whole `role` list of `split` chose this chain (over other chains or PTQ)."""
+    seen = entry["cases_seen"]
+    seen["selection"] = sorted(set(seen["selection"]) | split_cases(REPO_ROOT / split, role))
+    seen["note"] += f"; the exported chain was chosen on the whole {role} list (docs/qat-paper.md)"
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, required=True, help="a stage's best.pt")
@@ -77,12 +86,20 @@ def main(argv=None) -> None:
                         help="catalogue folder (default: the extension's shipped models)")
     parser.add_argument("--default", action="store_true", help="make this the catalogue's default model")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--selected-on", choices=("validation",), default=None,
+                        help="this chain was chosen over others on the whole list of its config's split (recorded "
+                             "in cases_seen's selection)")
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
     model, checkpoint = model_from_checkpoint(args.checkpoint)
     args.models_dir.mkdir(parents=True, exist_ok=True)
-    entry = export_to_catalogue(model, args.name, catalogue_entry(checkpoint, args.default), args.models_dir)
+    entry = catalogue_entry(checkpoint, args.default)
+    if args.selected_on:
+        if not checkpoint["config"].get("split"):
+            parser.error("--selected-on needs a checkpoint whose config names a split file")
+        chosen_on(entry, checkpoint["config"]["split"], args.selected_on)
+    entry = export_to_catalogue(model, args.name, entry, args.models_dir)
     print(f"{args.name}: stage {checkpoint['stage']} epoch {checkpoint['epoch']} -> {args.models_dir / args.name}")
     for part, counts in entry["runtime_precisions"].items():
         print(f"  {part} runs: " + ", ".join(f"{k} x{v}" for k, v in counts.items()))
